@@ -1,0 +1,124 @@
+// Queries on job_queue. Request code calls them inside withTenant(), so RLS applies.
+import { sql } from 'kysely'
+import type { JobStatus } from '../protocol/job.js'
+import type { JobRow } from './schema.js'
+import type { TenantTransaction } from './tenant-transaction.js'
+import type { Db } from './pool.js'
+
+export interface NewJob {
+  tenantId: string
+  ownerId: string
+  type: string
+  payload: unknown
+  maxAttempts?: number
+  priority?: number
+  runAt?: string
+  idempotencyKey?: string
+  requestHash?: string
+}
+
+/** Inserts a job; with an idempotency key that exists already, returns undefined. */
+export async function insertJob(trx: TenantTransaction, job: NewJob): Promise<JobRow | undefined> {
+  return trx
+    .insertInto('job_queue')
+    .values({
+      tenant_id: job.tenantId,
+      owner_id: job.ownerId,
+      type: job.type,
+      payload: JSON.stringify(job.payload ?? {}),
+      max_attempts: job.maxAttempts,
+      priority: job.priority,
+      run_at: job.runAt,
+      idempotency_key: job.idempotencyKey ?? null,
+      request_hash: job.requestHash ?? null,
+    })
+    .onConflict((oc) => oc.columns(['tenant_id', 'idempotency_key']).doNothing())
+    .returningAll()
+    .executeTakeFirst()
+}
+
+export function findJobByIdempotencyKey(trx: TenantTransaction, tenantId: string, key: string) {
+  return trx
+    .selectFrom('job_queue')
+    .selectAll()
+    .where('tenant_id', '=', tenantId)
+    .where('idempotency_key', '=', key)
+    .executeTakeFirst()
+}
+
+export function findVisibleJob(trx: TenantTransaction, id: string) {
+  return trx.selectFrom('job_queue').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+export function lockVisibleJob(trx: TenantTransaction, id: string) {
+  return trx.selectFrom('job_queue').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
+}
+
+/** Position in the list: created_at as PostgreSQL text (microseconds kept) and id. */
+export interface ListCursor {
+  createdAt: string
+  id: string
+}
+
+export interface ListFilter {
+  status?: JobStatus
+  type?: string
+  limit: number
+  after?: ListCursor
+}
+
+export type ListedJob = JobRow & { cursor_created_at: string }
+
+/** Newest first, keyset on (created_at, id): rows inserted while paging never shift a page. */
+export function listVisibleJobs(trx: TenantTransaction, filter: ListFilter): Promise<ListedJob[]> {
+  let query = trx
+    .selectFrom('job_queue')
+    .selectAll()
+    .select(sql<string>`created_at::text`.as('cursor_created_at'))
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(filter.limit)
+  if (filter.status) query = query.where('status', '=', filter.status)
+  if (filter.type) query = query.where('type', '=', filter.type)
+  if (filter.after) {
+    const { createdAt, id } = filter.after
+    query = query.where((eb) =>
+      eb(
+        eb.refTuple('created_at', 'id'),
+        '<',
+        eb.tuple(sql<Date>`${createdAt}::timestamptz`, sql<string>`${id}::uuid`),
+      ),
+    )
+  }
+  return query.execute()
+}
+
+export function cancelQueuedJob(trx: TenantTransaction, id: string) {
+  return trx
+    .updateTable('job_queue')
+    .set({ status: 'cancelled' })
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirstOrThrow()
+}
+
+export function requestCancel(trx: TenantTransaction, id: string) {
+  return trx
+    .updateTable('job_queue')
+    .set({ cancel_requested: true })
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirstOrThrow()
+}
+
+/**
+ * The event pipeline's batched read: many watched jobs in one query, across tenants (the
+ * subscriptions were authorised by an RLS read when they opened). Runs as the service login.
+ */
+export function fetchJobsByIds(db: Db, ids: readonly string[]): Promise<JobRow[]> {
+  return db
+    .selectFrom('job_queue')
+    .selectAll()
+    .where('id', '=', sql<string>`ANY(${sql.val(ids)}::uuid[])`)
+    .execute()
+}

@@ -1,0 +1,103 @@
+// The express application: middleware, routes and the problem+json error mapper. Streams
+// are mounted by the routes they extend; main.ts adds the WebSocket upgrade on the server.
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import express, { type Express, type Router } from 'express'
+import helmet from 'helmet'
+import { pinoHttp } from 'pino-http'
+import type { Config } from '../config/index.js'
+import { API_PREFIX, HEADER } from '../protocol/http.js'
+import { redactUrl, type Logger } from '../telemetry/logger.js'
+import { authenticate, principalOf } from './authenticate.js'
+import type { Authenticator } from './auth.js'
+import { notFoundHandler, problemHandler } from './problem.js'
+
+export interface ReadinessReport {
+  ready: boolean
+  checks: Record<string, 'ok' | 'degraded' | 'failing'>
+}
+
+export interface AppDeps {
+  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'TRUST_PROXY'>
+  logger: Logger
+  auth: Authenticator
+  readiness: () => Promise<ReadinessReport>
+  /** Routers mounted in order after the health routes (jobs, streams, dev page …). */
+  routers: Router[]
+}
+
+const REQUEST_ID = /^[\w\-.:]{1,128}$/
+
+export function createApp(deps: AppDeps): Express {
+  const app = express()
+  app.disable('x-powered-by')
+  app.set('trust proxy', parseTrustProxy(deps.config.TRUST_PROXY))
+  app.set('etag', false)
+  app.set('query parser', 'simple')
+
+  app.use(
+    pinoHttp({
+      logger: deps.logger,
+      genReqId: (req: IncomingMessage, res: ServerResponse) => {
+        const given = req.headers[HEADER.requestId]
+        const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+        res.setHeader(HEADER.requestId, id)
+        return id
+      },
+      serializers: {
+        req: (req: IncomingMessage & { id?: unknown }) => ({
+          id: req.id,
+          method: req.method,
+          url: redactUrl(req.url),
+          remoteAddress: req.socket?.remoteAddress,
+        }),
+        res: (res: ServerResponse) => ({ statusCode: res.statusCode }),
+      },
+      customProps: (req) => {
+        try {
+          const p = principalOf(req as express.Request)
+          return { tenantId: p.tenantId, userId: p.userId }
+        } catch {
+          return {}
+        }
+      },
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' },
+    }),
+  )
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        directives: { 'script-src': ["'self'"], 'connect-src': ["'self'"] },
+      },
+    }),
+  )
+
+  app.get('/healthz', (_req, res) => {
+    res.set('cache-control', 'no-store').json({ status: 'ok' })
+  })
+  app.get('/readyz', async (_req, res) => {
+    const report = await deps.readiness()
+    res
+      .status(report.ready ? 200 : 503)
+      .set('cache-control', 'no-store')
+      .json({ status: report.ready ? 'ready' : 'not-ready', checks: report.checks })
+  })
+
+  app.use(API_PREFIX, authenticate(deps.auth))
+  app.use(
+    express.json({ limit: deps.config.BODY_LIMIT_BYTES, strict: true, type: 'application/json' }),
+  )
+  for (const router of deps.routers) app.use(router)
+
+  app.use(notFoundHandler)
+  app.use(problemHandler(deps.logger))
+  return app
+}
+
+function parseTrustProxy(value: string): boolean | number | string {
+  if (value === 'true') return true
+  if (value === 'false') return false
+  if (/^\d+$/.test(value)) return Number(value)
+  return value
+}

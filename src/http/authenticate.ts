@@ -1,0 +1,45 @@
+// Express glue for the Authenticator: authenticates a request once and keeps the principal
+// on the request for the handlers.
+import type { Request, RequestHandler } from 'express'
+import type { Principal } from '../db/tenant-transaction.js'
+import type { Authenticator, TokenSource } from './auth.js'
+import { MEDIA_TYPE, QUERY } from '../protocol/http.js'
+
+const PRINCIPAL = Symbol('jobwire.principal')
+
+type RequestWithPrincipal = Request & { [PRINCIPAL]?: Principal }
+
+/** Authenticates every /v1 request; stream, wait and WebSocket requests may use ?token=. */
+export function authenticate(auth: Authenticator): RequestHandler {
+  return async (req, _res, next) => {
+    ;(req as RequestWithPrincipal)[PRINCIPAL] = await auth.authenticate(req, tokenSourceFor(req))
+    next()
+  }
+}
+
+const STREAM_PATH = /^\/v1\/(?:events|ws|jobs\/[^/]+\/(?:events|wait))\/?$/
+
+export function tokenSourceFor(req: Request): TokenSource {
+  if (req.method !== 'GET') return 'header'
+  if (STREAM_PATH.test(req.baseUrl + req.path) || wantsStream(req)) return 'header-or-query'
+  return 'header'
+}
+
+/** `GET /v1/jobs/:id` streams with Accept: text/event-stream, ?stream=true or a WebSocket upgrade. */
+export function wantsStream(req: Request): boolean {
+  const stream = req.query[QUERY.stream]
+  return (
+    stream === 'true' ||
+    stream === '1' ||
+    (req.headers.accept ?? '').includes(MEDIA_TYPE.eventStream) ||
+    (req.headers.upgrade ?? '').toLowerCase() === 'websocket'
+  )
+}
+
+/** The principal set by authenticate(); a route without it is a programming error. */
+export function principalOf(req: Request): Principal {
+  const principal = (req as RequestWithPrincipal)[PRINCIPAL]
+  if (!principal)
+    throw new Error(`route ${req.method} ${req.path} has no authenticate() middleware`)
+  return principal
+}

@@ -1,0 +1,109 @@
+// The one place that writes application/problem+json (RFC 9457). Routes throw errors from
+// src/errors.ts; body-parser and unknown errors are mapped here. A 500 says nothing about
+// SQL or internals; it is logged with the request id.
+import type { ErrorRequestHandler, RequestHandler, Response } from 'express'
+import type { ServerResponse } from 'node:http'
+import {
+  AppError,
+  PayloadTooLargeError,
+  RouteNotFoundError,
+  UnsupportedMediaTypeError,
+  ValidationError,
+} from '../errors.js'
+import { translateDbError } from '../db/errors.js'
+import { MEDIA_TYPE, PROBLEM_BASE } from '../protocol/http.js'
+import type { Logger } from '../telemetry/logger.js'
+
+export interface ProblemDocument {
+  type: string
+  title: string
+  status: number
+  detail: string
+  instance?: string
+  [extension: string]: unknown
+}
+
+export function toProblem(error: AppError, instance?: string): ProblemDocument {
+  return {
+    type: PROBLEM_BASE + error.type,
+    title: error.title,
+    status: error.status,
+    detail: error.message,
+    ...(instance === undefined ? {} : { instance }),
+    ...error.extensions,
+  }
+}
+
+/** Writes a problem on a raw node response (also used before a stream opens). */
+export function writeProblem(res: ServerResponse, error: AppError, instance?: string): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const body = JSON.stringify(toProblem(error, instance))
+  res.statusCode = error.status
+  for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value)
+  res.setHeader('content-type', MEDIA_TYPE.problem)
+  res.setHeader('cache-control', 'no-store')
+  res.setHeader('content-length', Buffer.byteLength(body))
+  res.end(body)
+}
+
+interface BodyParserError {
+  type?: string
+  status?: number
+  expose?: boolean
+}
+
+/** Maps anything thrown to an AppError, or undefined for a real 500. */
+export function asAppError(error: unknown): AppError | undefined {
+  const translated = translateDbError(error)
+  if (translated instanceof AppError) return translated
+  const parserError = error as BodyParserError
+  switch (parserError?.type) {
+    case 'entity.too.large':
+      return new PayloadTooLargeError('The request body is larger than the limit.')
+    case 'entity.parse.failed':
+      return new ValidationError('The request body is not valid JSON.', [
+        { name: 'body', reason: 'invalid JSON' },
+      ])
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new UnsupportedMediaTypeError('Send the body as UTF-8 JSON.')
+    case 'request.aborted':
+    case 'request.size.invalid':
+    case 'stream.encoding.set':
+    case 'parameters.too.many':
+      return new ValidationError('The request body could not be read.')
+  }
+  if (error instanceof URIError)
+    return new ValidationError('The URL is not correctly percent-encoded.')
+  return undefined
+}
+
+export function problemHandler(logger: Logger): ErrorRequestHandler {
+  return (error: unknown, req, res: Response, _next) => {
+    const appError = asAppError(error)
+    if (appError) {
+      writeProblem(res, appError, req.originalUrl.split('?')[0])
+      return
+    }
+    logger.error({ err: error, reqId: req.id }, 'unhandled error')
+    writeProblem(res, new InternalError(), req.originalUrl.split('?')[0])
+  }
+}
+
+export const notFoundHandler: RequestHandler = (req, _res, next) => {
+  next(new RouteNotFoundError(`There is no ${req.method} ${req.path}.`))
+}
+
+class InternalError extends AppError {
+  readonly status = 500
+  readonly type = 'internal-error'
+  readonly title = 'Internal server error'
+  constructor() {
+    super(
+      'Something went wrong on our side. Quote the request id (X-Request-Id) when you report it.',
+    )
+  }
+}

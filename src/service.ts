@@ -1,0 +1,142 @@
+// The composition root: config → database → migrations → pool → keys → listener + hub →
+// app → server, and shutdown in the reverse order. Reading startService() from top to
+// bottom tells how jobwire runs; src/main.ts only adds the process signals.
+import { hkdfSync } from 'node:crypto'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { sql } from 'kysely'
+import type { Config } from './config/index.js'
+import { runMigrations } from './db/migrate.js'
+import { createDb, createPool, type Db } from './db/pool.js'
+import { devBanner, loadOrCreateDevSecrets, signDevToken } from './dev/dev-token.js'
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './dev/embedded-postgres.js'
+import { createApp, type ReadinessReport } from './http/app.js'
+import { createAuthenticator } from './http/auth.js'
+import { jobRoutes } from './http/routes/jobs.js'
+import { createLogger, type Logger } from './telemetry/logger.js'
+
+export interface RunningService {
+  /** `http://host:port`, with the port the server really bound (PORT=0 picks one). */
+  url: string
+  server: Server
+  db: Db
+  databaseUrl: string
+  logger: Logger
+  /** Graceful stop, bounded by SHUTDOWN_TIMEOUT_MS. Idempotent. */
+  close(): Promise<void>
+}
+
+export async function startService(
+  config: Readonly<Config>,
+  options: { logger?: Logger } = {},
+): Promise<RunningService> {
+  const logger =
+    options.logger ?? createLogger({ level: config.LOG_LEVEL, pretty: config.logPretty })
+  const cleanup: Array<() => Promise<void>> = []
+  const runCleanup = async () => {
+    for (const step of cleanup.reverse()) {
+      await step().catch((error: unknown) => logger.warn({ err: error }, 'error during shutdown'))
+    }
+  }
+
+  try {
+    // 1. The database: DATABASE_URL, or an embedded PostgreSQL in a data folder.
+    let embedded: EmbeddedDatabase | undefined
+    if (config.isEmbeddedDatabase) {
+      embedded = await startEmbeddedPostgres({
+        dataDir: config.EMBEDDED_PG_DATA_DIR,
+        port: config.EMBEDDED_PG_PORT,
+        logger,
+      })
+      cleanup.push(() => embedded!.stop())
+    }
+    const databaseUrl = config.DATABASE_URL ?? embedded!.url
+
+    // 2. Migrations (node-pg-migrate; an advisory lock makes concurrent start-ups safe).
+    if (config.MIGRATE_ON_START) await runMigrations(databaseUrl, logger)
+
+    // 3. The query pool (application_name jobwire) and kysely over it.
+    const pool = createPool({
+      connectionString: databaseUrl,
+      max: config.DB_POOL_MAX,
+      statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
+    })
+    pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'))
+    const db = createDb(pool)
+    cleanup.push(() => db.destroy())
+
+    // 4. Keys: the configured JWT key, or (development only) a generated one.
+    const devSecrets =
+      config.jwt.kind === 'none' ||
+      (config.WATCH_TOKEN_SECRET === undefined && config.jwt.kind !== 'secret')
+        ? loadOrCreateDevSecrets(config.EMBEDDED_PG_DATA_DIR)
+        : undefined
+    const jwtConfig =
+      config.jwt.kind === 'none'
+        ? { kind: 'secret' as const, secret: devSecrets!.jwtSecret, algorithms: ['HS256'] }
+        : config.jwt
+    const auth = createAuthenticator({
+      config: { ...config, jwt: jwtConfig },
+      watchTokenSecret:
+        config.WATCH_TOKEN_SECRET ??
+        (jwtConfig.kind === 'secret'
+          ? deriveWatchSecret(jwtConfig.secret)
+          : devSecrets!.watchTokenSecret),
+    })
+
+    // 5. HTTP.
+    const readiness = async (): Promise<ReadinessReport> => {
+      const database = await sql`SELECT 1`.execute(db).then(
+        () => 'ok' as const,
+        () => 'failing' as const,
+      )
+      return { ready: database === 'ok', checks: { database } }
+    }
+    const app = createApp({ config, logger, auth, readiness, routers: [jobRoutes({ db, auth })] })
+    const server = createServer(app)
+    server.keepAliveTimeout = 65_000
+    server.headersTimeout = 66_000
+
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(config.PORT, config.HOST, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+    const { port } = server.address() as AddressInfo
+    const host = config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST
+    const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+    logger.info({ url, embedded: config.isEmbeddedDatabase }, 'jobwire is listening')
+
+    if (config.jwt.kind === 'none' && jwtConfig.kind === 'secret') {
+      const token = signDevToken(jwtConfig.secret, { sub: 'dev-admin', role: 'admin' })
+      process.stdout.write(devBanner(url, token, config.livePage) + '\n')
+    }
+
+    let closing: Promise<void> | undefined
+    const close = () =>
+      (closing ??= (async () => {
+        logger.info('shutting down')
+        const timer = setTimeout(() => server.closeAllConnections(), config.SHUTDOWN_TIMEOUT_MS)
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
+        server.closeIdleConnections()
+        await stopped
+        clearTimeout(timer)
+        await runCleanup()
+        logger.info('stopped')
+      })())
+
+    return { url, server, db, databaseUrl, logger, close }
+  } catch (error) {
+    await runCleanup()
+    throw error
+  }
+}
+
+/** Watch tokens get their own key, derived from JWT_SECRET when none is configured. */
+function deriveWatchSecret(jwtSecret: string): string {
+  return Buffer.from(hkdfSync('sha256', jwtSecret, 'jobwire', 'watch-token-v1', 32)).toString(
+    'base64url',
+  )
+}

