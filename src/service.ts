@@ -14,6 +14,12 @@ import { createApp, type ReadinessReport } from './http/app.js'
 import { createAuthenticator } from './http/auth.js'
 import { jobRoutes } from './http/routes/jobs.js'
 import { createLogger, type Logger } from './telemetry/logger.js'
+import { fetchJobsByIds } from './db/jobs.js'
+import { toJobDocument } from './events/document.js'
+import { Hub } from './events/hub.js'
+import { Listener } from './events/listener.js'
+import { streamRoutes } from './http/routes/streams.js'
+import { StreamRegistry } from './transports/stream-registry.js'
 
 export interface RunningService {
   /** `http://host:port`, with the port the server really bound (PORT=0 picks one). */
@@ -22,6 +28,9 @@ export interface RunningService {
   db: Db
   databaseUrl: string
   logger: Logger
+  hub: Hub
+  listener: Listener
+  registry: StreamRegistry
   /** Graceful stop, bounded by SHUTDOWN_TIMEOUT_MS. Idempotent. */
   close(): Promise<void>
 }
@@ -84,15 +93,66 @@ export async function startService(
           : devSecrets!.watchTokenSecret),
     })
 
-    // 5. HTTP.
+    // 5. The event pipeline: the hub reads changed rows in batches; the one listener
+    //    connection feeds it; after a reconnect every watched job is re-read.
+    const hub = new Hub({
+      fetchJobs: async (ids) =>
+        (await fetchJobsByIds(db, ids)).map((row) => ({
+          doc: toJobDocument(row),
+          tenantId: row.tenant_id,
+          ownerId: row.owner_id,
+        })),
+      logger: logger.child({ component: 'hub' }),
+      historySize: config.JOB_HISTORY_SIZE,
+      batchMaxIds: config.BATCH_MAX_IDS,
+      batchWindowMs: config.BATCH_WINDOW_MS,
+    })
+    const listener = new Listener({
+      connectionString: config.LISTEN_DATABASE_URL ?? databaseUrl,
+      logger: logger.child({ component: 'listener' }),
+      reconnectMinMs: config.LISTENER_RECONNECT_MIN_MS,
+      reconnectMaxMs: config.LISTENER_RECONNECT_MAX_MS,
+      onNotification: (payload) => hub.handlePayload(payload),
+      onConnected: ({ isReconnect }) => {
+        if (isReconnect) hub.refreshWatched({ includeTerminal: true })
+      },
+    })
+    await listener.start()
+    hub.startSweep(config.SWEEP_INTERVAL_MS)
+    cleanup.push(async () => {
+      hub.stop()
+      await listener.stop()
+    })
+    const registry = new StreamRegistry({ heartbeatMs: config.SSE_HEARTBEAT_MS })
+
+    // 6. HTTP.
     const readiness = async (): Promise<ReadinessReport> => {
       const database = await sql`SELECT 1`.execute(db).then(
         () => 'ok' as const,
         () => 'failing' as const,
       )
-      return { ready: database === 'ok', checks: { database } }
+      const listenerCheck = listener.isConnected ? ('ok' as const) : ('failing' as const)
+      return {
+        ready: database === 'ok' && listenerCheck === 'ok',
+        checks: { database, listener: listenerCheck },
+      }
     }
-    const app = createApp({ config, logger, auth, readiness, routers: [jobRoutes({ db, auth })] })
+    const streamDeps = {
+      db,
+      hub,
+      registry,
+      limits: {
+        maxStreamsPerUser: config.MAX_STREAMS_PER_USER,
+        maxStreamsPerTenant: config.MAX_STREAMS_PER_TENANT,
+      },
+    }
+    const app = createApp({
+      config,
+      logger,
+      auth,
+      readiness,
+      routers: [streamRoutes({ ...streamDeps, config }), jobRoutes({ db, auth })],
+    })
     const server = createServer(app)
     server.keepAliveTimeout = 65_000
     server.headersTimeout = 66_000
@@ -120,6 +180,8 @@ export async function startService(
         logger.info('shutting down')
         const timer = setTimeout(() => server.closeAllConnections(), config.SHUTDOWN_TIMEOUT_MS)
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
+        // Streams end (clients resume elsewhere) and parked waiters get the current document.
+        registry.closeAll()
         server.closeIdleConnections()
         await stopped
         clearTimeout(timer)
@@ -127,7 +189,7 @@ export async function startService(
         logger.info('stopped')
       })())
 
-    return { url, server, db, databaseUrl, logger, close }
+    return { url, server, db, databaseUrl, logger, hub, listener, registry, close }
   } catch (error) {
     await runCleanup()
     throw error

@@ -1,0 +1,296 @@
+// Owns who watches which job (and which tenant feed) in this process, and turns
+// notifications into job changes. Promises:
+//   * a notification for a job nobody watches costs one map lookup, no query;
+//   * notifications arriving together are read in one batched query (one in flight at a
+//     time; whatever arrives meanwhile forms the next batch);
+//   * each new document is built once and each patch computed once per base version;
+//   * versions only move forward: an old or repeated notification never emits an event;
+//   * nothing is lost: after a listener reconnect and on a slow safety sweep, watched jobs
+//     are re-read, and a failed read is retried.
+import type { JobDocument } from '../protocol/job.js'
+import { isTerminalStatus } from '../protocol/job.js'
+import type { Logger } from '../telemetry/logger.js'
+import { JobChange, JobState, type Watcher } from './job-state.js'
+import { parseNotification, type JobNotification } from './notification.js'
+
+export { JobChange, JobState, type Watcher }
+
+export interface FetchedJob {
+  doc: JobDocument
+  tenantId: string
+  ownerId: string | null
+}
+
+/** A tenant-feed subscriber: sees every job of the tenant it may see, as it changes. */
+export interface FeedWatcher {
+  /** undefined: an admin, sees the whole tenant; otherwise only jobs with this owner_id. */
+  readonly ownerId: string | undefined
+  onChange(change: JobChange): void
+}
+
+export interface HubOptions {
+  fetchJobs(ids: string[]): Promise<FetchedJob[]>
+  logger: Logger
+  historySize: number
+  batchMaxIds: number
+  /** Extra wait before a batch is read (0: next tick). */
+  batchWindowMs: number
+  /** Unwatched jobs whose history is kept for resuming clients. */
+  retainedMax?: number
+  onLatency?(ms: number): void
+}
+
+export interface WatchHandle {
+  readonly state: JobState
+  close(): void
+}
+
+export class HubStats {
+  notifications = 0
+  malformed = 0
+  unwatched = 0
+  fetches = 0
+  fetchedRows = 0
+  fetchErrors = 0
+  changes = 0
+}
+
+const FETCH_RETRY_MS = 1000
+
+export class Hub {
+  readonly stats = new HubStats()
+  private readonly jobs = new Map<string, JobState>()
+  private readonly retained = new Map<string, JobState>()
+  private readonly feeds = new Map<string, Set<FeedWatcher>>()
+  /** id → forced (re-read even if no newer version was announced). */
+  private readonly queue = new Map<string, boolean>()
+  private isFetching = false
+  private isScheduled = false
+  private retryTimer: NodeJS.Timeout | undefined
+  private sweepTimer: NodeJS.Timeout | undefined
+  private readonly retainedMax: number
+
+  constructor(private readonly options: HubOptions) {
+    this.retainedMax = options.retainedMax ?? 1000
+  }
+
+  /** Number of jobs with at least one watcher. */
+  get watchedJobs(): number {
+    return this.jobs.size
+  }
+
+  get watcherCount(): number {
+    let n = 0
+    for (const state of this.jobs.values()) n += state.watchers.size
+    return n
+  }
+
+  get feedCount(): number {
+    let n = 0
+    for (const set of this.feeds.values()) n += set.size
+    return n
+  }
+
+  /**
+   * Registers a watcher. Call it before the authorising read, then seed() the document that
+   * read returned: a change committed in between is then delivered, not lost.
+   */
+  watch(jobId: string, watcher: Watcher): WatchHandle {
+    let state = this.jobs.get(jobId)
+    if (!state) {
+      state = this.retained.get(jobId) ?? new JobState(jobId, this.options.historySize)
+      this.retained.delete(jobId)
+      this.jobs.set(jobId, state)
+    }
+    state.watchers.add(watcher)
+    const owned = state
+    let isClosed = false
+    return {
+      state: owned,
+      close: () => {
+        if (isClosed) return
+        isClosed = true
+        owned.watchers.delete(watcher)
+        if (owned.watchers.size === 0 && this.jobs.get(jobId) === owned) {
+          this.jobs.delete(jobId)
+          this.retain(owned)
+        }
+      },
+    }
+  }
+
+  /** Applies a document read elsewhere (the subscriber's RLS read). Returns the newest. */
+  seed(jobId: string, fetched: FetchedJob): JobDocument {
+    const state = this.jobs.get(jobId) ?? this.retained.get(jobId)
+    if (!state) return fetched.doc
+    this.apply(state, fetched)
+    return state.current!
+  }
+
+  watchFeed(tenantId: string, watcher: FeedWatcher): () => void {
+    let set = this.feeds.get(tenantId)
+    if (!set) this.feeds.set(tenantId, (set = new Set()))
+    set.add(watcher)
+    return () => {
+      set.delete(watcher)
+      if (set.size === 0 && this.feeds.get(tenantId) === set) this.feeds.delete(tenantId)
+    }
+  }
+
+  /** The listener's callback: parses and routes one NOTIFY payload. */
+  handlePayload(payload: string | undefined): void {
+    const notification = parseNotification(payload)
+    if (!notification) {
+      this.stats.malformed++
+      this.options.logger.warn(
+        { payload: payload?.slice(0, 200) },
+        'malformed job notification ignored',
+      )
+      return
+    }
+    this.handleNotification(notification)
+  }
+
+  handleNotification(n: JobNotification): void {
+    this.stats.notifications++
+    let state = this.jobs.get(n.id)
+    if (!state) {
+      if (!this.feedWants(n.tenantId, n.ownerId)) {
+        this.stats.unwatched++
+        return
+      }
+      state = this.retained.get(n.id) ?? new JobState(n.id, this.options.historySize)
+      this.retain(state)
+    }
+    state.tenantId = n.tenantId
+    state.ownerId = n.ownerId
+    if (n.version <= state.version && n.status !== 'deleted') return
+    if (n.version > state.notifiedVersion) {
+      state.notifiedVersion = n.version
+      state.notifiedTs = n.ts
+    }
+    this.enqueue(n.id, n.status === 'deleted')
+  }
+
+  /** Re-reads watched jobs: after a listener reconnect (all) and on the safety sweep (non-terminal). */
+  refreshWatched(options: { includeTerminal: boolean }): number {
+    let n = 0
+    for (const state of this.jobs.values()) {
+      if (!options.includeTerminal && state.current && isTerminalStatus(state.current.status))
+        continue
+      this.enqueue(state.id, true)
+      n++
+    }
+    return n
+  }
+
+  startSweep(intervalMs: number): void {
+    if (intervalMs <= 0) return
+    this.sweepTimer = setInterval(() => this.refreshWatched({ includeTerminal: false }), intervalMs)
+    this.sweepTimer.unref()
+  }
+
+  stop(): void {
+    clearInterval(this.sweepTimer)
+    clearTimeout(this.retryTimer)
+    this.queue.clear()
+  }
+
+  private feedWants(tenantId: string, ownerId: string | null): boolean {
+    const set = this.feeds.get(tenantId)
+    if (!set) return false
+    for (const feed of set) if (feed.ownerId === undefined || feed.ownerId === ownerId) return true
+    return false
+  }
+
+  private retain(state: JobState): void {
+    if (this.retainedMax <= 0 || !state.current) return
+    this.retained.delete(state.id)
+    this.retained.set(state.id, state)
+    if (this.retained.size > this.retainedMax)
+      this.retained.delete(this.retained.keys().next().value!)
+  }
+
+  private enqueue(id: string, forced: boolean): void {
+    this.queue.set(id, forced || (this.queue.get(id) ?? false))
+    this.schedule()
+  }
+
+  private schedule(): void {
+    if (this.isScheduled || this.isFetching || this.queue.size === 0) return
+    this.isScheduled = true
+    const run = () => {
+      this.isScheduled = false
+      void this.flush()
+    }
+    if (this.options.batchWindowMs > 0) setTimeout(run, this.options.batchWindowMs)
+    else setImmediate(run)
+  }
+
+  private async flush(): Promise<void> {
+    if (this.isFetching) return
+    const ids: string[] = []
+    for (const [id, forced] of this.queue) {
+      if (ids.length >= this.options.batchMaxIds) break
+      this.queue.delete(id)
+      const state = this.jobs.get(id) ?? this.retained.get(id)
+      if (!state) continue
+      // Already caught up with what was announced (an earlier batch read a newer row).
+      if (!forced && state.version >= state.notifiedVersion) continue
+      ids.push(id)
+    }
+    if (ids.length === 0) return this.schedule()
+    this.isFetching = true
+    this.stats.fetches++
+    try {
+      const rows = await this.options.fetchJobs(ids)
+      this.stats.fetchedRows += rows.length
+      const found = new Set<string>()
+      for (const row of rows) {
+        found.add(row.doc.id)
+        const state = this.jobs.get(row.doc.id) ?? this.retained.get(row.doc.id)
+        if (state) this.apply(state, row)
+      }
+      for (const id of ids) if (!found.has(id)) this.gone(id)
+    } catch (error) {
+      this.stats.fetchErrors++
+      this.options.logger.warn(
+        { err: error, ids: ids.length },
+        'reading changed jobs failed; retrying',
+      )
+      for (const id of ids) this.queue.set(id, true)
+      clearTimeout(this.retryTimer)
+      this.retryTimer = setTimeout(() => this.schedule(), FETCH_RETRY_MS)
+      this.retryTimer.unref()
+    } finally {
+      this.isFetching = false
+    }
+    this.schedule()
+  }
+
+  private apply(state: JobState, fetched: FetchedJob): void {
+    state.tenantId = fetched.tenantId
+    state.ownerId = fetched.ownerId
+    const previous = state.current
+    if (!state.advance(fetched.doc)) return
+    this.stats.changes++
+    if (state.notifiedTs !== undefined && state.notifiedVersion <= fetched.doc.version) {
+      this.options.onLatency?.(Date.now() - state.notifiedTs)
+      state.notifiedTs = undefined
+    }
+    const change = new JobChange(state, fetched.doc, previous)
+    for (const watcher of state.watchers) watcher.onChange(change)
+    const feeds = this.feeds.get(fetched.tenantId)
+    if (feeds) {
+      for (const feed of feeds)
+        if (feed.ownerId === undefined || feed.ownerId === fetched.ownerId) feed.onChange(change)
+    }
+  }
+
+  private gone(id: string): void {
+    const state = this.jobs.get(id)
+    this.retained.delete(id)
+    if (!state) return
+    for (const watcher of state.watchers) watcher.onGone(id)
+  }
+}

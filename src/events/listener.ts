@@ -1,0 +1,153 @@
+// Owns the process's one LISTEN connection (application_name `jobwire-listener`). A NOTIFY
+// is a hint that a job changed; the hub re-reads the row. The connection is retried for as
+// long as it takes, also at start-up, with capped exponential backoff and full jitter:
+// delays (ms) drawn from [0, min(max, min·2^attempt)], e.g. 100, 200, 400, … up to 30000.
+// Every (re)connect calls onConnected so the hub re-reads what it watches: notifications
+// sent while no one listened are lost by PostgreSQL, the re-read is what makes up for them.
+//
+// Why not pg-listen (named in the design): by default it gives up for good after a 3 s
+// outage; configured to retry forever it still gives up for good if the connection drops
+// between reconnect and LISTEN, it does not retry the first connect, and it is unmaintained.
+// test/integration/pg-listen-gives-up.test.ts shows the first failure.
+import pg from 'pg'
+import type { Logger } from '../telemetry/logger.js'
+import { CHANNEL } from './notification.js'
+
+export interface ListenerOptions {
+  connectionString: string
+  logger: Logger
+  reconnectMinMs: number
+  reconnectMaxMs: number
+  /** How often the idle connection is checked with a query (ms); a failed check reconnects. */
+  pingIntervalMs?: number
+  onNotification(payload: string | undefined): void
+  onConnected(info: { isReconnect: boolean }): void
+  onDisconnected?(error: unknown): void
+}
+
+export class Listener {
+  private client: pg.Client | undefined
+  private isStopped = false
+  private isConnectedNow = false
+  private attempt = 0
+  private hasConnectedBefore = false
+  private retryTimer: NodeJS.Timeout | undefined
+  private pingTimer: NodeJS.Timeout | undefined
+  private firstConnect: { promise: Promise<void>; resolve: () => void }
+  reconnects = 0
+  backendPid: number | undefined
+
+  constructor(private readonly options: ListenerOptions) {
+    let resolve!: () => void
+    const promise = new Promise<void>((r) => (resolve = r))
+    this.firstConnect = { promise, resolve }
+  }
+
+  get isConnected(): boolean {
+    return this.isConnectedNow
+  }
+
+  /** Starts connecting; resolves once the first LISTEN is in place (retrying until then). */
+  start(): Promise<void> {
+    void this.connect()
+    return this.firstConnect.promise
+  }
+
+  async stop(): Promise<void> {
+    this.isStopped = true
+    clearTimeout(this.retryTimer)
+    clearInterval(this.pingTimer)
+    this.firstConnect.resolve()
+    const client = this.client
+    this.client = undefined
+    this.isConnectedNow = false
+    if (client) await client.end().catch(() => undefined)
+  }
+
+  private async connect(): Promise<void> {
+    if (this.isStopped) return
+    const client = new pg.Client({
+      connectionString: this.options.connectionString,
+      application_name: 'jobwire-listener',
+      keepAlive: true,
+      connectionTimeoutMillis: 10_000,
+    })
+    let failed = false
+    const onFailure = (error: unknown) => {
+      if (failed) return
+      failed = true
+      this.handleFailure(client, error)
+    }
+    client.on('error', onFailure)
+    client.on('end', () => onFailure(new Error('listener connection ended')))
+    client.on('notification', (message) => {
+      if (message.channel === CHANNEL) this.options.onNotification(message.payload)
+    })
+    try {
+      await client.connect()
+      await client.query(`LISTEN ${CHANNEL}`)
+      const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
+      if (failed || this.isStopped) {
+        await client.end().catch(() => undefined)
+        return
+      }
+      this.client = client
+      this.backendPid = rows[0]?.pid
+      this.isConnectedNow = true
+      this.attempt = 0
+      const isReconnect = this.hasConnectedBefore
+      this.hasConnectedBefore = true
+      if (isReconnect) this.reconnects++
+      this.options.logger.info({ pid: this.backendPid, isReconnect }, 'listener connected')
+      this.startPing(client)
+      this.firstConnect.resolve()
+      this.options.onConnected({ isReconnect })
+    } catch (error) {
+      onFailure(error)
+    }
+  }
+
+  private handleFailure(client: pg.Client, error: unknown): void {
+    client.removeAllListeners('notification')
+    client.on('error', () => undefined) // a late error from a dead client must not crash us
+    void client.end().catch(() => undefined)
+    if (this.client === client) this.client = undefined
+    clearInterval(this.pingTimer)
+    const wasConnected = this.isConnectedNow
+    this.isConnectedNow = false
+    if (this.isStopped) return
+    if (wasConnected) {
+      this.options.logger.warn({ err: error }, 'listener connection lost; reconnecting')
+      this.options.onDisconnected?.(error)
+    }
+    const cap = Math.min(
+      this.options.reconnectMaxMs,
+      this.options.reconnectMinMs * 2 ** this.attempt,
+    )
+    const delay = this.attempt === 0 ? this.options.reconnectMinMs : Math.round(Math.random() * cap)
+    this.attempt = Math.min(this.attempt + 1, 30)
+    if (!wasConnected)
+      this.options.logger.debug({ err: error, delay }, 'listener connect failed; retrying')
+    this.retryTimer = setTimeout(() => void this.connect(), delay)
+  }
+
+  private startPing(client: pg.Client): void {
+    const interval = this.options.pingIntervalMs ?? 15_000
+    clearInterval(this.pingTimer)
+    this.pingTimer = setInterval(() => {
+      // A half-open TCP connection (peer gone without FIN) only shows when we write.
+      const timeout = setTimeout(
+        () => client.emit('error', new Error('listener ping timed out')),
+        interval,
+      )
+      client.query('SELECT 1').then(
+        () => clearTimeout(timeout),
+        (error: unknown) => {
+          clearTimeout(timeout)
+          client.emit('error', error)
+        },
+      )
+    }, interval)
+    this.pingTimer.unref()
+  }
+}

@@ -1,0 +1,157 @@
+// Streaming routes on one job: SSE (`/v1/jobs/:id/events`, or `GET /v1/jobs/:id` with
+// Accept: text/event-stream or ?stream=true) and long-poll (`/v1/jobs/:id/wait`). Every
+// decision that can fail (auth, validation, 404, caps) is made before any stream byte.
+import { randomUUID } from 'node:crypto'
+import { Router, type Request, type Response } from 'express'
+import { z } from 'zod'
+import type { Config } from '../../config/index.js'
+import { JobNotFoundError } from '../../errors.js'
+import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
+import { isTerminalStatus } from '../../protocol/job.js'
+import { LongPollWaiter, type WaitOutcome } from '../../transports/longpoll.js'
+import { SSE_FORMATS, SseJobStream } from '../../transports/sse.js'
+import { principalOf, wantsStream } from '../authenticate.js'
+import { writeProblem } from '../problem.js'
+import { jobParamsSchema } from '../schemas.js'
+import {
+  assertStreamCapacity,
+  parseVersion,
+  subscribeJob,
+  userKeyOf,
+  type StreamDeps,
+} from '../subscribe.js'
+import { parseRequest } from '../validation.js'
+import { etagOf } from './jobs.js'
+
+export interface StreamRouteDeps extends StreamDeps {
+  config: Pick<
+    Config,
+    | 'SSE_RETRY_MS'
+    | 'SSE_MAX_LIFETIME_MS'
+    | 'STREAM_HIGH_WATER_BYTES'
+    | 'LONGPOLL_DEFAULT_SECONDS'
+    | 'LONGPOLL_MAX_SECONDS'
+  >
+  onStreamBytes?(transport: 'sse', bytes: number): void
+  onCapRejected?(): void
+}
+
+const sseQuerySchema = z.object({
+  [QUERY.format]: z
+    .enum(SSE_FORMATS, { error: `expected one of ${SSE_FORMATS.join(', ')}` })
+    .optional(),
+  [QUERY.lastEventId]: z.string({ error: 'expected a single value' }).optional(),
+  [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
+  [QUERY.stream]: z
+    .enum(['true', 'false', '1', '0'], { error: 'expected true or false' })
+    .optional(),
+})
+
+export function streamRoutes(deps: StreamRouteDeps): Router {
+  const router = Router()
+  const { config } = deps
+
+  const openSse = async (req: Request, res: Response) => {
+    const principal = principalOf(req)
+    const { id } = parseRequest(jobParamsSchema, req.params, 'path')
+    const query = parseRequest(sseQuerySchema, req.query, 'query')
+    const resumeFrom = parseVersion(req.headers[HEADER.lastEventId] ?? query.lastEventId)
+    assertStreamCapacity(deps, principal, deps.onCapRejected)
+
+    const stream = new SseJobStream(res, {
+      format: query.format ?? 'patch',
+      retryMs: config.SSE_RETRY_MS,
+      maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,
+      highWaterBytes: config.STREAM_HIGH_WATER_BYTES,
+      tenantId: principal.tenantId,
+      userKey: userKeyOf(principal),
+      connectionId: randomUUID(),
+      onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
+    })
+    const handle = await subscribeJob(deps, principal, id, stream)
+    if (res.destroyed || res.writableEnded) return handle.close()
+    const doc = handle.state.current!
+    // The client already has the final version: 204 tells EventSource to stop reconnecting.
+    if (isTerminalStatus(doc.status) && resumeFrom !== undefined && resumeFrom >= doc.version) {
+      handle.close()
+      res.status(204).end()
+      return
+    }
+    stream.open(
+      handle,
+      deps.registry,
+      resumeFrom !== undefined && resumeFrom <= doc.version ? resumeFrom : undefined,
+    )
+  }
+
+  router.get(`${API_PREFIX}/jobs/:id/events`, openSse)
+  router.get(`${API_PREFIX}/jobs/:id`, async (req, res, next) => {
+    // A WebSocket upgrade never reaches express (the server's upgrade handler takes it).
+    if (!wantsStream(req)) return next()
+    await openSse(req, res)
+  })
+
+  const waitQuerySchema = z.strictObject(
+    {
+      timeout: z
+        .string({ error: 'expected a single number of seconds' })
+        .regex(/^\d{1,6}(\.\d{1,3})?$/, {
+          error: `expected seconds from 0 to ${config.LONGPOLL_MAX_SECONDS}`,
+        })
+        .transform(Number)
+        .pipe(
+          z
+            .number()
+            .max(config.LONGPOLL_MAX_SECONDS, {
+              error: `must be at most ${config.LONGPOLL_MAX_SECONDS} seconds`,
+            }),
+        )
+        .optional(),
+      since: z
+        .string({ error: 'expected a single version' })
+        .regex(/^\d{1,15}$/, { error: 'expected a version number (0 or more)' })
+        .transform(Number)
+        .optional(),
+      [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
+    },
+    {
+      error: (issue) =>
+        issue.code === 'unrecognized_keys'
+          ? `unknown parameter(s): ${issue.keys.join(', ')}`
+          : undefined,
+    },
+  )
+
+  router.get(`${API_PREFIX}/jobs/:id/wait`, async (req, res) => {
+    const principal = principalOf(req)
+    const { id } = parseRequest(jobParamsSchema, req.params, 'path')
+    const query = parseRequest(waitQuerySchema, req.query, 'query')
+    const timeoutMs = Math.round((query.timeout ?? config.LONGPOLL_DEFAULT_SECONDS) * 1000)
+    assertStreamCapacity(deps, principal, deps.onCapRejected)
+
+    const respond = (outcome: WaitOutcome) => {
+      if (res.destroyed || res.writableEnded) return
+      if (outcome.kind === 'gone')
+        return writeProblem(res, new JobNotFoundError(id), req.originalUrl.split('?')[0])
+      res
+        .status(200)
+        .set(HEADER.timedOut, outcome.kind === 'ready' ? 'false' : 'true')
+        .set('etag', etagOf(outcome.doc.version))
+        .set('cache-control', 'no-store')
+        .json(outcome.doc)
+    }
+    const waiter = new LongPollWaiter(
+      principal.tenantId,
+      userKeyOf(principal),
+      query.since,
+      respond,
+    )
+    const handle = await subscribeJob(deps, principal, id, waiter)
+    if (res.destroyed || res.writableEnded) return handle.close()
+    res.on('close', () => waiter.abort())
+    req.socket.setTimeout(0)
+    waiter.start(handle, deps.registry, timeoutMs)
+  })
+
+  return router
+}

@@ -1,0 +1,76 @@
+// Opening a watch on one job for a request, race-free: register the watch in the hub, then
+// read the job under the caller's RLS (the read is the authorisation), then seed the hub
+// with it. A change committed between the two arrives as a change instead of being lost;
+// the transport starts from the newest of the two documents, so it is never sent twice.
+import type { Db } from '../db/pool.js'
+import { readVisibleJob, type Principal } from '../db/tenant-transaction.js'
+import { JobNotFoundError, TooManyRequestsError } from '../errors.js'
+import { toJobDocument } from '../events/document.js'
+import type { Hub, Watcher, WatchHandle } from '../events/hub.js'
+import type { StreamRegistry } from '../transports/stream-registry.js'
+import { assertCanRead } from './auth.js'
+
+export interface StreamDeps {
+  db: Db
+  hub: Hub
+  registry: StreamRegistry
+  limits: { maxStreamsPerUser: number; maxStreamsPerTenant: number }
+}
+
+export function userKeyOf(principal: Principal): string {
+  return `${principal.tenantId}:${principal.userId}`
+}
+
+/** 429 when the caller already holds its share of concurrent streams (0 disables a cap). */
+export function assertStreamCapacity(
+  deps: StreamDeps,
+  principal: Principal,
+  onReject?: () => void,
+): void {
+  const { user, tenant } = deps.registry.countFor(principal.tenantId, userKeyOf(principal))
+  const { maxStreamsPerUser, maxStreamsPerTenant } = deps.limits
+  if (maxStreamsPerUser > 0 && user >= maxStreamsPerUser) {
+    onReject?.()
+    throw new TooManyRequestsError(
+      `You already have ${user} open streams (the limit is ${maxStreamsPerUser}); close one first.`,
+      5,
+    )
+  }
+  if (maxStreamsPerTenant > 0 && tenant >= maxStreamsPerTenant) {
+    onReject?.()
+    throw new TooManyRequestsError(
+      `Your tenant already has ${tenant} open streams (the limit is ${maxStreamsPerTenant}).`,
+      5,
+    )
+  }
+}
+
+export async function subscribeJob(
+  deps: StreamDeps,
+  principal: Principal,
+  jobId: string,
+  watcher: Watcher,
+): Promise<WatchHandle> {
+  assertCanRead(principal, jobId)
+  const handle = deps.hub.watch(jobId, watcher)
+  try {
+    const row = await readVisibleJob(deps.db, principal, jobId)
+    if (!row) throw new JobNotFoundError(jobId)
+    deps.hub.seed(jobId, {
+      doc: toJobDocument(row),
+      tenantId: row.tenant_id,
+      ownerId: row.owner_id,
+    })
+    return handle
+  } catch (error) {
+    handle.close()
+    throw error
+  }
+}
+
+/** Last-Event-ID (header or ?lastEventId=) as a version; garbage means "none" (a snapshot). */
+export function parseVersion(value: unknown): number | undefined {
+  if (typeof value !== 'string' || !/^\d{1,15}$/.test(value.trim())) return undefined
+  const n = Number(value.trim())
+  return n >= 1 ? n : undefined
+}

@@ -1,0 +1,197 @@
+// One job as a Server-Sent Events stream (SPEC §7). Receives an already-authorised watch:
+// the route registered it before the authorising read, so nothing committed meanwhile is
+// missed. Promises:
+//   * snapshot first (or one patch from Last-Event-ID when the server still has that
+//     version), then one patch per change, each starting with a test of /version;
+//   * bytes are built once per (format, base version) and shared by every stream;
+//   * a slow client is never buffered without bound: while its socket is congested nothing
+//     is queued; on drain it gets one merged patch from what it last received;
+//   * on a terminal status: that change, then `event: end`, then close;
+//   * disconnect frees the watch, the registry entry and every timer at once.
+import type { ServerResponse } from 'node:http'
+import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
+import type { JobChange, JobState, Watcher, WatchHandle } from '../events/hub.js'
+import { typedEvents } from '../events/typed-events.js'
+import { diffDocuments } from '../events/patch.js'
+import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
+import { SSE_HEADERS, SSE_HEARTBEAT, sseFrame, sseRetry } from './sse-frame.js'
+
+export const SSE_FORMATS = ['patch', 'full', 'events'] as const
+export type SseFormat = (typeof SSE_FORMATS)[number]
+
+export interface SseJobStreamOptions {
+  format: SseFormat
+  retryMs: number
+  maxLifetimeMs: number
+  highWaterBytes: number
+  tenantId: string
+  userKey: string
+  connectionId: string
+  /** Called once with the number of bytes of each event written (metrics). */
+  onWrite?(bytes: number): void
+}
+
+export class SseJobStream implements Watcher, RegisteredStream {
+  readonly kind = 'sse' as const
+  readonly tenantId: string
+  readonly userKey: string
+  readonly expiresAt: number
+  lastWriteAt = Date.now()
+  private handle: WatchHandle | undefined
+  private unregister: (() => void) | undefined
+  /** The document the client has; undefined until the first event. */
+  private delivered: JobDocument | undefined
+  private isOpen = false
+  private isCongested = false
+  private isEnded = false
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly options: SseJobStreamOptions,
+  ) {
+    this.tenantId = options.tenantId
+    this.userKey = options.userKey
+    this.expiresAt = Date.now() + options.maxLifetimeMs
+  }
+
+  /**
+   * Opens the stream on a watch whose state holds the authorised document. `resumeFrom` is
+   * the client's Last-Event-ID version, when it sent a usable one.
+   */
+  open(handle: WatchHandle, registry: StreamRegistry, resumeFrom: number | undefined): void {
+    this.handle = handle
+    const res = this.res
+    res.socket?.setTimeout(0)
+    res.socket?.setNoDelay(true)
+    res.writeHead(200, SSE_HEADERS)
+    this.isOpen = true
+    this.unregister = registry.add(this)
+    res.on('close', () => this.dispose())
+    res.on('drain', () => this.onDrain())
+
+    const state = handle.state
+    const doc = state.current!
+    let first: Buffer
+    if (this.options.format === 'events') {
+      const base = resumeFrom === undefined ? undefined : state.documentAt(resumeFrom)
+      first = Buffer.concat([
+        sseRetry(this.options.retryMs),
+        sseFrame(
+          'connected',
+          { connectionId: this.options.connectionId, jobId: doc.id },
+          doc.version,
+        ),
+        ...typedEvents(base, doc).map((e) => sseFrame(e.event, e.data, doc.version)),
+      ])
+    } else {
+      const resume =
+        resumeFrom !== undefined && this.options.format === 'patch'
+          ? state.patchFrom(resumeFrom)
+          : undefined
+      const upToDate = resumeFrom === doc.version
+      first = Buffer.concat([
+        sseRetry(this.options.retryMs),
+        ...(upToDate
+          ? []
+          : [
+              resume
+                ? sseFrame('patch', resume, doc.version)
+                : sseFrame('snapshot', doc, doc.version),
+            ]),
+      ])
+    }
+    this.delivered = doc
+    this.write(first)
+    if (isTerminalStatus(doc.status)) this.end()
+  }
+
+  onChange(change: JobChange): void {
+    if (!this.isOpen || this.isEnded || this.isCongested) return
+    const base = this.delivered
+    if (!base || change.doc.version <= base.version) return
+    this.deliver(change.state, base, change)
+  }
+
+  onGone(): void {
+    if (!this.isOpen || this.isEnded) return
+    this.write(sseFrame('end', { job: this.handle!.state.id, reason: 'deleted' }))
+    this.end()
+  }
+
+  heartbeat(): void {
+    if (!this.isCongested) this.write(SSE_HEARTBEAT)
+  }
+
+  close(_reason: 'lifetime' | 'shutdown'): void {
+    if (this.isEnded) return
+    this.isEnded = true
+    this.res.end()
+    this.dispose()
+  }
+
+  /** Writes what the client needs to go from `base` to the state's current document. */
+  private deliver(state: JobState, base: JobDocument, change?: JobChange): void {
+    const doc = state.current!
+    const frame = change
+      ? change.memoize(`sse:${this.options.format}:${base.version}`, () =>
+          this.frameFor(state, base, doc),
+        )
+      : this.frameFor(state, base, doc)
+    this.delivered = doc
+    this.write(frame)
+    if (isTerminalStatus(doc.status)) this.end()
+  }
+
+  private frameFor(state: JobState, base: JobDocument, doc: JobDocument): Buffer {
+    switch (this.options.format) {
+      case 'patch': {
+        // The history may have dropped the base (a very slow client); the stream still holds
+        // the document it delivered, so a patch is always possible.
+        const patch = state.patchFrom(base.version) ?? diffDocuments(base, doc)
+        return sseFrame('patch', patch, doc.version)
+      }
+      case 'full':
+        return sseFrame('snapshot', doc, doc.version)
+      case 'events':
+        return Buffer.concat(
+          typedEvents(base, doc).map((e) => sseFrame(e.event, e.data, doc.version)),
+        )
+    }
+  }
+
+  private write(buffer: Buffer): void {
+    if (buffer.length === 0) return
+    this.lastWriteAt = Date.now()
+    this.options.onWrite?.(buffer.length)
+    const ok = this.res.write(buffer)
+    if (!ok || this.res.writableLength > this.options.highWaterBytes) this.isCongested = true
+  }
+
+  private onDrain(): void {
+    if (!this.isCongested || this.isEnded) return
+    this.isCongested = false
+    const state = this.handle?.state
+    if (state?.current && this.delivered && state.current.version > this.delivered.version) {
+      this.deliver(state, this.delivered)
+    }
+  }
+
+  private end(): void {
+    if (this.isEnded) return
+    const doc = this.delivered!
+    this.write(
+      sseFrame('end', { job: doc.id, version: doc.version, status: doc.status }, doc.version),
+    )
+    this.isEnded = true
+    this.res.end()
+    this.dispose()
+  }
+
+  private dispose(): void {
+    this.isOpen = false
+    this.isEnded = true
+    this.handle?.close()
+    this.unregister?.()
+    this.unregister = undefined
+  }
+}
