@@ -42,6 +42,8 @@ export interface Authenticator {
 }
 
 const uuidLike = z.guid()
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/
 
 export function createAuthenticator(options: AuthOptions): Authenticator {
   const { config } = options
@@ -218,8 +220,9 @@ export function principalFromClaims(
   const sub = payload[names.JWT_CLAIM_SUBJECT]
   const tenant = payload[names.JWT_CLAIM_TENANT]
   const role = payload[names.JWT_CLAIM_ROLE]
-  if (typeof sub !== 'string' || sub === '' || sub.length > 256) {
-    return `The token needs a "${names.JWT_CLAIM_SUBJECT}" claim (a non-empty string).`
+  // owner_id is text: PostgreSQL cannot store NUL, and no IdP puts control characters in a sub.
+  if (typeof sub !== 'string' || sub === '' || sub.length > 256 || CONTROL_CHARACTER.test(sub)) {
+    return `The token needs a "${names.JWT_CLAIM_SUBJECT}" claim (1–256 characters, no control characters).`
   }
   if (!uuidLike.safeParse(tenant).success) {
     return `The token needs a "${names.JWT_CLAIM_TENANT}" claim holding a UUID.`
