@@ -13,13 +13,30 @@ export const SQLSTATE = {
   insufficientPrivilege: '42501',
 } as const
 
+/**
+ * Data exceptions a request's values can cause once they reach PostgreSQL, whatever the
+ * validation before missed: a 400, never a 500. 54001 is "stack depth limit exceeded"
+ * (jsonb nested too deep).
+ */
+const VALUE_REJECTED = new Set([
+  '22001', // string_data_right_truncation
+  '22003', // numeric_value_out_of_range
+  '22007', // invalid_datetime_format
+  '22008', // datetime_field_overflow
+  '22009', // invalid_time_zone_displacement_value
+  '22021', // character_not_in_repertoire (a NUL byte in text)
+  '22P02', // invalid_text_representation
+  '22P05', // untranslatable_character (\u0000 in jsonb)
+  '54001', // statement_too_complex
+])
+
 interface PgError {
   code?: string
   constraint?: string
   message?: string
 }
 
-function isPgError(error: unknown): error is PgError {
+function isPgError(error: unknown): error is PgError & { code: string } {
   return typeof error === 'object' && error !== null && typeof (error as PgError).code === 'string'
 }
 
@@ -35,10 +52,10 @@ export function translateDbError(error: unknown): unknown {
         `A value breaks the rule ${error.constraint ?? 'of the job table'}.`,
         [{ name: error.constraint ?? 'body', reason: 'violates a database constraint' }],
       )
-    case SQLSTATE.numericOutOfRange:
-    case SQLSTATE.invalidTextRepresentation:
-      return new ValidationError('A value is out of range or malformed.')
     default:
+      if (VALUE_REJECTED.has(error.code)) {
+        return new ValidationError('A value is out of range or malformed.')
+      }
       return error
   }
 }

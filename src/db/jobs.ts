@@ -54,7 +54,10 @@ export function lockVisibleJob(trx: TenantTransaction, id: string) {
   return trx.selectFrom('job_queue').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
 }
 
-/** Position in the list: created_at as PostgreSQL text (microseconds kept) and id. */
+/**
+ * Position in the list: created_at as UTC ISO 8601 text with microseconds (a JS Date would
+ * drop them and the cursor would skip rows) and id.
+ */
 export interface ListCursor {
   createdAt: string
   id: string
@@ -74,7 +77,12 @@ export function listVisibleJobs(trx: TenantTransaction, filter: ListFilter): Pro
   let query = trx
     .selectFrom('job_queue')
     .selectAll()
-    .select(sql<string>`created_at::text`.as('cursor_created_at'))
+    // Formatted in UTC, whatever the session's TimeZone and DateStyle.
+    .select(
+      sql<string>`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as(
+        'cursor_created_at',
+      ),
+    )
     .orderBy('created_at', 'desc')
     .orderBy('id', 'desc')
     .limit(filter.limit)
@@ -120,5 +128,21 @@ export function fetchJobsByIds(db: Db, ids: readonly string[]): Promise<JobRow[]
     .selectFrom('job_queue')
     .selectAll()
     .where('id', '=', sql<string>`ANY(${sql.val(ids)}::uuid[])`)
+    .execute()
+}
+
+/** Visible jobs changed at or after `since`, oldest change first (tenant-feed resume). */
+export function listChangedSince(
+  trx: TenantTransaction,
+  since: Date,
+  limit: number,
+): Promise<JobRow[]> {
+  return trx
+    .selectFrom('job_queue')
+    .selectAll()
+    .where('updated_at', '>=', since)
+    .orderBy('updated_at', 'asc')
+    .orderBy('id', 'asc')
+    .limit(limit)
     .execute()
 }

@@ -78,6 +78,17 @@ export function asAppError(error: unknown): AppError | undefined {
   }
   if (error instanceof URIError)
     return new ValidationError('The URL is not correctly percent-encoded.')
+  // Other body-parser failures (e.g. a corrupt gzip body) are http-errors with no `type`.
+  switch (parserError?.status) {
+    case 400:
+      return new ValidationError('The request body could not be read.', [
+        { name: 'body', reason: 'unreadable (check Content-Encoding and Content-Length)' },
+      ])
+    case 413:
+      return new PayloadTooLargeError('The request body is larger than the limit.')
+    case 415:
+      return new UnsupportedMediaTypeError('Send the body as UTF-8 JSON.')
+  }
   return undefined
 }
 

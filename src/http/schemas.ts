@@ -10,16 +10,55 @@ export const jobIdSchema = z.guid({ error: 'expected a UUID' }).transform((id) =
 
 export const jobParamsSchema = z.object({ id: jobIdSchema })
 
+/**
+ * Payloads deeper than this are refused: the validator and PostgreSQL's jsonb parser both
+ * recurse per level, and ten thousand `[` in a 20 KB body would overflow their stacks.
+ */
+export const MAX_PAYLOAD_DEPTH = 64
+
+/** Why PostgreSQL's jsonb would refuse this JSON value, or undefined. Iterative: no recursion. */
+function jsonbProblem(value: unknown): string | undefined {
+  const stack: Array<[unknown, number]> = [[value, 1]]
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop()!
+    if (typeof current === 'string') {
+      if (current.includes('\u0000')) return 'strings cannot contain the NUL character (\\u0000)'
+      continue
+    }
+    if (current === null || typeof current !== 'object') continue
+    if (depth > MAX_PAYLOAD_DEPTH) return `nested deeper than ${MAX_PAYLOAD_DEPTH} levels`
+    for (const [key, child] of Object.entries(current)) {
+      if (key.includes('\u0000')) return 'keys cannot contain the NUL character (\\u0000)'
+      stack.push([child, depth + 1])
+    }
+  }
+  return undefined
+}
+
+// The limits run first; z.json() then checks the shape (finite numbers, plain values).
+const payloadSchema = z
+  .unknown()
+  .superRefine((value, ctx) => {
+    const problem = jsonbProblem(value)
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
+  })
+  .pipe(z.json())
+
+// PostgreSQL has no year 0 (ISO 8601 year 0000 is 1 BC): '0000-…' would fail in the database.
+const runAtSchema = z.iso
+  .datetime({ offset: true, error: 'expected an ISO 8601 date-time' })
+  .refine((v) => !v.startsWith('0000'), { error: 'expected a year from 0001' })
+
 export const createJobBodySchema = z.strictObject(
   {
     type: z.string({ error: 'expected a string' }).regex(JOB_TYPE_PATTERN, {
       error:
         'expected 1–128 characters: letters, digits and _ . : / - (starting with a letter or digit)',
     }),
-    payload: z.json().optional(),
+    payload: payloadSchema.optional(),
     max_attempts: z.number().int().min(1).max(1000).optional(),
     priority: z.number().int().min(-1000).max(1000).optional(),
-    run_at: z.iso.datetime({ offset: true, error: 'expected an ISO 8601 date-time' }).optional(),
+    run_at: runAtSchema.optional(),
   },
   {
     error: (issue) =>
