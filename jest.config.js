@@ -18,6 +18,8 @@ const common = {
 }
 
 export default {
+  // Integration tests wait for events with their own bounded timeouts; this is the backstop.
+  testTimeout: 30000,
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     {
@@ -26,7 +28,6 @@ export default {
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
       globalSetup: '<rootDir>/test/helpers/global-setup.mjs',
       globalTeardown: '<rootDir>/test/helpers/global-teardown.mjs',
-      testTimeout: 60000,
     },
   ],
 }

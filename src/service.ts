@@ -19,6 +19,8 @@ import { toJobDocument } from './events/document.js'
 import { Hub } from './events/hub.js'
 import { Listener } from './events/listener.js'
 import { streamRoutes } from './http/routes/streams.js'
+import { multiplexedRoutes } from './http/routes/multiplexed.js'
+import { attachWebSockets } from './http/ws-server.js'
 import { StreamRegistry } from './transports/stream-registry.js'
 
 export interface RunningService {
@@ -151,9 +153,14 @@ export async function startService(
       logger,
       auth,
       readiness,
-      routers: [streamRoutes({ ...streamDeps, config }), jobRoutes({ db, auth })],
+      routers: [
+        streamRoutes({ ...streamDeps, config }),
+        multiplexedRoutes({ ...streamDeps, config }),
+        jobRoutes({ db, auth }),
+      ],
     })
     const server = createServer(app)
+    const webSockets = attachWebSockets(server, { ...streamDeps, auth, logger, config })
     server.keepAliveTimeout = 65_000
     server.headersTimeout = 66_000
 
@@ -182,6 +189,7 @@ export async function startService(
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
         // Streams end (clients resume elsewhere) and parked waiters get the current document.
         registry.closeAll()
+        webSockets.close()
         server.closeIdleConnections()
         await stopped
         clearTimeout(timer)

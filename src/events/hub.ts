@@ -52,6 +52,8 @@ export class HubStats {
   fetches = 0
   fetchedRows = 0
   fetchErrors = 0
+  /** Total time spent in batched reads (ms). */
+  fetchMs = 0
   changes = 0
 }
 
@@ -160,7 +162,8 @@ export class Hub {
         return
       }
       state = this.retained.get(n.id) ?? new JobState(n.id, this.options.historySize)
-      this.retain(state)
+      // Kept among the retained states so that the batch read finds it.
+      this.retain(state, true)
     }
     state.tenantId = n.tenantId
     state.ownerId = n.ownerId
@@ -203,8 +206,8 @@ export class Hub {
     return false
   }
 
-  private retain(state: JobState): void {
-    if (this.retainedMax <= 0 || !state.current) return
+  private retain(state: JobState, evenWithoutDocument = false): void {
+    if (this.retainedMax <= 0 || (!state.current && !evenWithoutDocument)) return
     this.retained.delete(state.id)
     this.retained.set(state.id, state)
     if (this.retained.size > this.retainedMax)
@@ -242,6 +245,7 @@ export class Hub {
     if (ids.length === 0) return this.schedule()
     this.isFetching = true
     this.stats.fetches++
+    const startedAt = performance.now()
     try {
       const rows = await this.options.fetchJobs(ids)
       this.stats.fetchedRows += rows.length
@@ -263,6 +267,7 @@ export class Hub {
       this.retryTimer = setTimeout(() => this.schedule(), FETCH_RETRY_MS)
       this.retryTimer.unref()
     } finally {
+      this.stats.fetchMs += performance.now() - startedAt
       this.isFetching = false
     }
     this.schedule()

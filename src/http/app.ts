@@ -8,7 +8,8 @@ import { pinoHttp } from 'pino-http'
 import type { Config } from '../config/index.js'
 import { API_PREFIX, HEADER } from '../protocol/http.js'
 import { redactUrl, type Logger } from '../telemetry/logger.js'
-import { authenticate, principalOf } from './authenticate.js'
+import { principalOf } from './authenticate.js'
+import { authenticateAndLimit, type RateLimitKind } from './rate-limit.js'
 import type { Authenticator } from './auth.js'
 import { notFoundHandler, problemHandler } from './problem.js'
 
@@ -18,7 +19,16 @@ export interface ReadinessReport {
 }
 
 export interface AppDeps {
-  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'TRUST_PROXY'>
+  config: Pick<
+    Config,
+    | 'BODY_LIMIT_BYTES'
+    | 'TRUST_PROXY'
+    | 'RATE_LIMIT_WINDOW_MS'
+    | 'RATE_LIMIT_PER_USER'
+    | 'RATE_LIMIT_PER_TENANT'
+    | 'RATE_LIMIT_PER_IP'
+  >
+  onRateLimited?(kind: RateLimitKind): void
   logger: Logger
   auth: Authenticator
   readiness: () => Promise<ReadinessReport>
@@ -84,7 +94,10 @@ export function createApp(deps: AppDeps): Express {
       .json({ status: report.ready ? 'ready' : 'not-ready', checks: report.checks })
   })
 
-  app.use(API_PREFIX, authenticate(deps.auth))
+  app.use(
+    API_PREFIX,
+    ...authenticateAndLimit(deps.auth, { config: deps.config, onRejected: deps.onRateLimited }),
+  )
   app.use(
     express.json({ limit: deps.config.BODY_LIMIT_BYTES, strict: true, type: 'application/json' }),
   )

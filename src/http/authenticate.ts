@@ -12,9 +12,19 @@ type RequestWithPrincipal = Request & { [PRINCIPAL]?: Principal }
 /** Authenticates every /v1 request; stream, wait and WebSocket requests may use ?token=. */
 export function authenticate(auth: Authenticator): RequestHandler {
   return async (req, _res, next) => {
-    ;(req as RequestWithPrincipal)[PRINCIPAL] = await auth.authenticate(req, tokenSourceFor(req))
+    await authenticateRequest(auth, req)
     next()
   }
+}
+
+export async function authenticateRequest(auth: Authenticator, req: Request): Promise<Principal> {
+  const principal = await auth.authenticate(req, tokenSourceFor(req))
+  ;(req as RequestWithPrincipal)[PRINCIPAL] = principal
+  return principal
+}
+
+export function hasPrincipal(req: Request): boolean {
+  return (req as RequestWithPrincipal)[PRINCIPAL] !== undefined
 }
 
 const STREAM_PATH = /^\/v1\/(?:events|ws|jobs\/[^/]+\/(?:events|wait))\/?$/

@@ -1,0 +1,117 @@
+// Request rate limits (express-rate-limit): per user and per tenant for authenticated
+// requests, per client IP for requests whose token failed (so guessing tokens is throttled
+// too). Over the limit: 429 problem+json with Retry-After and RateLimit-* headers. The
+// counters live in this process: N instances allow N× the limit in total (docs/decisions.md).
+import type { Request, RequestHandler } from 'express'
+import { rateLimit } from 'express-rate-limit'
+import type { Config } from '../config/index.js'
+import { TooManyRequestsError, UnauthorizedError } from '../errors.js'
+import type { Authenticator } from './auth.js'
+import { authenticateRequest, hasPrincipal, principalOf } from './authenticate.js'
+
+export type RateLimitKind = 'user' | 'tenant' | 'ip'
+
+export interface RateLimitOptions {
+  config: Pick<
+    Config,
+    'RATE_LIMIT_WINDOW_MS' | 'RATE_LIMIT_PER_USER' | 'RATE_LIMIT_PER_TENANT' | 'RATE_LIMIT_PER_IP'
+  >
+  onRejected?(kind: RateLimitKind): void
+}
+
+function limiter(
+  kind: RateLimitKind,
+  limit: number,
+  windowMs: number,
+  key: ((req: Request) => string) | undefined,
+  skip: (req: Request) => boolean,
+  onRejected?: (kind: RateLimitKind) => void,
+): RequestHandler {
+  return rateLimit({
+    windowMs,
+    limit,
+    standardHeaders: 'draft-6',
+    legacyHeaders: false,
+    ...(key ? { keyGenerator: key } : {}),
+    skip,
+    handler: (req, _res, next) => {
+      onRejected?.(kind)
+      const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime
+      const seconds = reset ? (reset.getTime() - Date.now()) / 1000 : windowMs / 1000
+      const who =
+        kind === 'ip' ? 'from your address' : kind === 'user' ? 'for your user' : 'for your tenant'
+      next(
+        new TooManyRequestsError(
+          `Too many requests ${who} (limit ${limit} per ${windowMs / 1000} s); retry later.`,
+          seconds,
+        ),
+      )
+    },
+  })
+}
+
+/**
+ * Authentication and rate limiting for every /v1 request, in order: authenticate (a failure
+ * is held back), the per-IP limit for failed authentications, then the failure itself, then
+ * the per-user and per-tenant limits. A limit of 0 disables it.
+ */
+export function authenticateAndLimit(
+  auth: Authenticator,
+  options: RateLimitOptions,
+): RequestHandler[] {
+  const { config, onRejected } = options
+  const windowMs = config.RATE_LIMIT_WINDOW_MS
+  const authFailures = new WeakMap<Request, UnauthorizedError>()
+  const chain: RequestHandler[] = [
+    async (req, _res, next) => {
+      try {
+        await authenticateRequest(auth, req)
+      } catch (error) {
+        if (!(error instanceof UnauthorizedError)) throw error
+        authFailures.set(req, error)
+      }
+      next()
+    },
+  ]
+  if (config.RATE_LIMIT_PER_IP > 0) {
+    chain.push(
+      limiter(
+        'ip',
+        config.RATE_LIMIT_PER_IP,
+        windowMs,
+        undefined,
+        (req) => hasPrincipal(req),
+        onRejected,
+      ),
+    )
+  }
+  chain.push((req, _res, next) => next(authFailures.get(req)))
+  if (config.RATE_LIMIT_PER_USER > 0) {
+    chain.push(
+      limiter(
+        'user',
+        config.RATE_LIMIT_PER_USER,
+        windowMs,
+        (req) => {
+          const p = principalOf(req)
+          return `u:${p.tenantId}:${p.userId}`
+        },
+        () => false,
+        onRejected,
+      ),
+    )
+  }
+  if (config.RATE_LIMIT_PER_TENANT > 0) {
+    chain.push(
+      limiter(
+        'tenant',
+        config.RATE_LIMIT_PER_TENANT,
+        windowMs,
+        (req) => `t:${principalOf(req).tenantId}`,
+        () => false,
+        onRejected,
+      ),
+    )
+  }
+  return chain
+}

@@ -1,0 +1,181 @@
+// `GET /v1/events`: one SSE stream for many jobs (`?jobs=a,b,c`) or, without `jobs`, the
+// tenant feed — every job the caller may see, as it is created and as it changes (admins
+// the whole tenant, members their own jobs), decided from the notification's tenant and
+// owner without a query per event.
+//   * jobs: ids that are malformed, missing or not visible are listed in one initial
+//     `error` event and the rest stream; when none is visible the answer is 404. Jobs that
+//     end are dropped; the stream ends when all have ended.
+//   * feed: resume replays jobs changed since the last event (minus a 5 s margin for
+//     transactions that committed late), up to FEED_RESUME_MAX_JOBS; beyond that a `reset`
+//     event tells the client to re-list.
+import { Router } from 'express'
+import { z } from 'zod'
+import type { Config } from '../../config/index.js'
+import { listChangedSince } from '../../db/jobs.js'
+import { withTenant } from '../../db/tenant-transaction.js'
+import { AppError, ForbiddenError, JobNotFoundError, ValidationError } from '../../errors.js'
+import { isTerminalStatus } from '../../protocol/job.js'
+import { toJobDocument } from '../../events/document.js'
+import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
+import { parseFeedResumeId, parseJobsResumeId, SseMuxStream } from '../../transports/sse-mux.js'
+import { assertUserToken } from '../auth.js'
+import { principalOf } from '../authenticate.js'
+import { assertStreamCapacity, subscribeJob, userKeyOf, type StreamDeps } from '../subscribe.js'
+import { parseRequest } from '../validation.js'
+
+const FEED_RESUME_MARGIN_MS = 5000
+
+export interface MultiplexedRouteDeps extends StreamDeps {
+  config: Pick<
+    Config,
+    | 'SSE_RETRY_MS'
+    | 'SSE_MAX_LIFETIME_MS'
+    | 'STREAM_HIGH_WATER_BYTES'
+    | 'WS_MAX_SUBSCRIPTIONS'
+    | 'FEED_RESUME_MAX_JOBS'
+  >
+  onStreamBytes?(transport: 'sse', bytes: number): void
+  onCapRejected?(): void
+}
+
+export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
+  const router = Router()
+  const { config } = deps
+  const querySchema = z.object({
+    [QUERY.jobs]: z
+      .string({ error: 'expected one comma-separated list of job ids' })
+      .transform((v) => [
+        ...new Set(
+          v
+            .split(',')
+            .map((s) => s.trim().toLowerCase())
+            .filter(Boolean),
+        ),
+      ])
+      .pipe(
+        z
+          .array(z.string())
+          .min(1, { error: 'list at least one job id' })
+          .max(config.WS_MAX_SUBSCRIPTIONS, {
+            error: `at most ${config.WS_MAX_SUBSCRIPTIONS} jobs per stream`,
+          }),
+      )
+      .optional(),
+    [QUERY.lastEventId]: z.string({ error: 'expected a single value' }).optional(),
+    [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
+  })
+
+  router.get(`${API_PREFIX}/events`, async (req, res) => {
+    const principal = principalOf(req)
+    const query = parseRequest(querySchema, req.query, 'query')
+    const lastEventId = (req.headers[HEADER.lastEventId] as string | undefined) ?? query.lastEventId
+    if (!query.jobs) assertUserToken(principal, 'open the tenant feed')
+    assertStreamCapacity(deps, principal, deps.onCapRejected)
+    const stream = new SseMuxStream(res, {
+      mode: query.jobs ? 'jobs' : 'feed',
+      tenantId: principal.tenantId,
+      userKey: userKeyOf(principal),
+      ownerId: principal.role === 'admin' ? undefined : principal.userId,
+      retryMs: config.SSE_RETRY_MS,
+      maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,
+      highWaterBytes: config.STREAM_HIGH_WATER_BYTES,
+      onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
+    })
+    const mux = stream.mux
+
+    if (!query.jobs) {
+      // Register the feed before the replay read, so nothing committed meanwhile is missed.
+      mux.openFeed((watcher) => deps.hub.watchFeed(principal.tenantId, watcher))
+      try {
+        const since = parseFeedResumeId(lastEventId)
+        const replay =
+          since === undefined
+            ? []
+            : await withTenant(deps.db, principal, (trx) =>
+                listChangedSince(
+                  trx,
+                  new Date(since - FEED_RESUME_MARGIN_MS),
+                  config.FEED_RESUME_MAX_JOBS + 1,
+                ),
+              )
+        if (res.destroyed) return mux.close()
+        stream.open(deps.registry)
+        if (replay.length > config.FEED_RESUME_MAX_JOBS) {
+          mux.send({
+            type: 'reset',
+            detail: 'Too much changed while you were away: list the jobs again (GET /v1/jobs).',
+          })
+        } else {
+          for (const row of replay) mux.replay({ doc: toJobDocument(row) })
+        }
+      } catch (error) {
+        mux.close()
+        throw error
+      }
+      return
+    }
+
+    const positions = parseJobsResumeId(lastEventId)
+    const failures: Array<{ job: string; status: number; detail: string }> = []
+    const opened = await Promise.all(
+      query.jobs.map(async (raw) => {
+        const parsed = z.guid().safeParse(raw)
+        if (!parsed.success) {
+          failures.push({ job: raw, status: 400, detail: 'Not a job id (expected a UUID).' })
+          return undefined
+        }
+        const watcher = mux.prepare(raw)
+        try {
+          return { watcher, handle: await subscribeJob(deps, principal, raw, watcher) }
+        } catch (error) {
+          mux.abandon(raw)
+          if (!(error instanceof AppError)) throw error
+          failures.push({ job: raw, status: error.status, detail: error.message })
+          return undefined
+        }
+      }),
+    ).catch((error: unknown) => {
+      mux.close()
+      throw error
+    })
+    // Terminal jobs last: each ends right after its snapshot, and the stream ends only
+    // when no job is left.
+    const ok = opened
+      .filter((o) => o !== undefined)
+      .sort(
+        (a, b) =>
+          Number(isTerminalStatus(a.handle.state.current!.status)) -
+          Number(isTerminalStatus(b.handle.state.current!.status)),
+      )
+    if (ok.length === 0) {
+      const first = failures.find((f) => f.status !== 400)
+      if (!first)
+        throw new ValidationError(
+          `query.jobs: no valid job id`,
+          failures.map((f) => ({ name: 'query.jobs', reason: `${f.job}: ${f.detail}` })),
+        )
+      if (first.status === 403) throw new ForbiddenError(first.detail)
+      throw new JobNotFoundError(first.job)
+    }
+    if (res.destroyed) {
+      for (const o of ok) o.handle.close()
+      return mux.close()
+    }
+    stream.open(deps.registry)
+    if (failures.length > 0) {
+      res.write(
+        `event: error\ndata: ${JSON.stringify({ type: 'error', status: 404, detail: 'Some jobs cannot be watched.', jobs: failures })}\n\n`,
+      )
+    }
+    for (const { watcher, handle } of ok) {
+      const resumeFrom = positions.get(handle.state.id)
+      mux.start(
+        watcher,
+        handle,
+        resumeFrom !== undefined && resumeFrom <= handle.state.version ? resumeFrom : undefined,
+      )
+    }
+  })
+
+  return router
+}

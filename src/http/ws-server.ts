@@ -1,0 +1,227 @@
+// WebSocket endpoints on the HTTP server's `upgrade` event: `GET /v1/ws` (multiplexed,
+// SPEC §9) and `GET /v1/jobs/:id` with an upgrade (one job, the form existing clients use).
+// Authentication, caps and the first authorising read happen before or right after the
+// handshake; a job that cannot be subscribed gets an `error` message and the connection
+// stays open. Repeated garbage closes the connection with 1008.
+import type { IncomingMessage, Server } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer, type RawData, type WebSocket } from 'ws'
+import { z } from 'zod'
+import type { Config } from '../config/index.js'
+import type { Principal } from '../db/tenant-transaction.js'
+import { AppError, RouteNotFoundError, ValidationError } from '../errors.js'
+import { WsConnection, WsHeartbeat, WS_CLOSE } from '../transports/ws.js'
+import type { Authenticator } from './auth.js'
+import { toProblem } from './problem.js'
+import { assertStreamCapacity, subscribeJob, userKeyOf, type StreamDeps } from './subscribe.js'
+import type { Logger } from '../telemetry/logger.js'
+
+export interface WsServerDeps extends StreamDeps {
+  auth: Authenticator
+  logger: Logger
+  config: Pick<
+    Config,
+    | 'WS_PING_INTERVAL_MS'
+    | 'WS_MAX_SUBSCRIPTIONS'
+    | 'WS_MAX_MESSAGE_BYTES'
+    | 'WS_MAX_BAD_MESSAGES'
+    | 'STREAM_HIGH_WATER_BYTES'
+  >
+  onWsBytes?(bytes: number): void
+  onCapRejected?(): void
+}
+
+const jobId = z.guid().transform((id) => id.toLowerCase())
+
+const clientMessageSchema = z.discriminatedUnion('op', [
+  z.strictObject({
+    op: z.literal('subscribe'),
+    jobs: z.array(z.string()).max(10_000).optional(),
+    since: z.record(z.string(), z.number().int().min(0)).optional(),
+    feed: z.literal('tenant').optional(),
+  }),
+  z.strictObject({
+    op: z.literal('unsubscribe'),
+    jobs: z.array(z.string()).max(10_000).optional(),
+    feed: z.literal('tenant').optional(),
+  }),
+])
+
+const SINGLE_JOB_PATH = /^\/v1\/jobs\/([^/?#]+)\/?$/
+
+export function attachWebSockets(server: Server, deps: WsServerDeps): { close(): void } {
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: deps.config.WS_MAX_MESSAGE_BYTES,
+    perMessageDeflate: false,
+  })
+  const heartbeat = new WsHeartbeat(deps.config.WS_PING_INTERVAL_MS)
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    void handleUpgrade(req, socket, head).catch((error: unknown) => {
+      deps.logger.warn({ err: error }, 'websocket upgrade failed')
+      socket.destroy()
+    })
+  })
+
+  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0]!
+    const single = SINGLE_JOB_PATH.exec(path)
+    if (path !== '/v1/ws' && !single)
+      return rejectUpgrade(socket, new RouteNotFoundError(`No WebSocket endpoint at ${path}.`))
+    let principal: Principal
+    let singleJob: string | undefined
+    try {
+      principal = await deps.auth.authenticate(req, 'header-or-query')
+      if (single) {
+        const parsed = jobId.safeParse(decodeURIComponent(single[1]!))
+        if (!parsed.success)
+          throw new ValidationError('path.id: expected a UUID', [
+            { name: 'path.id', reason: 'expected a UUID' },
+          ])
+        singleJob = parsed.data
+      }
+      assertStreamCapacity(deps, principal, deps.onCapRejected)
+    } catch (error) {
+      return rejectUpgrade(
+        socket,
+        error instanceof AppError ? error : new ValidationError('Bad WebSocket request.'),
+      )
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal, singleJob))
+  }
+
+  function onConnection(ws: WebSocket, principal: Principal, singleJob: string | undefined): void {
+    const connection = new WsConnection(
+      ws,
+      {
+        tenantId: principal.tenantId,
+        userKey: userKeyOf(principal),
+        ownerId: principal.role === 'admin' ? undefined : principal.userId,
+        highWaterBytes: deps.config.STREAM_HIGH_WATER_BYTES,
+        onWrite: deps.onWsBytes,
+        closeWhenIdle: singleJob !== undefined,
+      },
+      deps.registry,
+    )
+    heartbeat.add(connection)
+    if (singleJob) {
+      void subscribeJobs(connection, principal, [singleJob], {})
+      ws.on('message', () => undefined)
+      return
+    }
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      void handleMessage(connection, principal, data, isBinary).catch((error: unknown) =>
+        deps.logger.warn({ err: error }, 'websocket message failed'),
+      )
+    })
+  }
+
+  async function handleMessage(
+    connection: WsConnection,
+    principal: Principal,
+    data: RawData,
+    isBinary: boolean,
+  ): Promise<void> {
+    let parsed: z.infer<typeof clientMessageSchema> | undefined
+    if (!isBinary) {
+      try {
+        const result = clientMessageSchema.safeParse(JSON.parse(data.toString()))
+        if (result.success) parsed = result.data
+        else
+          return badMessage(
+            connection,
+            `Invalid message: ${result.error.issues[0]?.message ?? 'unknown shape'}.`,
+          )
+      } catch {
+        return badMessage(connection, 'Messages must be JSON text.')
+      }
+    }
+    if (!parsed) return badMessage(connection, 'Messages must be JSON text.')
+    const mux = connection.mux
+    if (parsed.op === 'unsubscribe') {
+      for (const id of parsed.jobs ?? []) mux.unsubscribe(id.toLowerCase())
+      if (parsed.feed) mux.closeFeed()
+      return
+    }
+    if (parsed.feed) {
+      if (principal.jobId !== undefined)
+        mux.error(403, 'A watch token opens one job; it cannot open the tenant feed.')
+      else mux.openFeed((watcher) => deps.hub.watchFeed(principal.tenantId, watcher))
+    }
+    if (parsed.jobs) await subscribeJobs(connection, principal, parsed.jobs, parsed.since ?? {})
+  }
+
+  async function subscribeJobs(
+    connection: WsConnection,
+    principal: Principal,
+    ids: string[],
+    since: Record<string, number>,
+  ) {
+    const mux = connection.mux
+    await Promise.all(
+      ids.map(async (raw) => {
+        const parsed = jobId.safeParse(raw)
+        if (!parsed.success) return mux.error(400, 'Not a job id (expected a UUID).', raw)
+        const id = parsed.data
+        if (mux.has(id)) return
+        if (mux.size >= deps.config.WS_MAX_SUBSCRIPTIONS) {
+          return mux.error(
+            429,
+            `A connection may watch at most ${deps.config.WS_MAX_SUBSCRIPTIONS} jobs.`,
+            id,
+          )
+        }
+        const watcher = mux.prepare(id)
+        try {
+          const handle = await subscribeJob(deps, principal, id, watcher)
+          const resumeFrom = since[id] ?? since[raw]
+          mux.start(
+            watcher,
+            handle,
+            resumeFrom !== undefined && resumeFrom >= 1 && resumeFrom <= handle.state.version
+              ? resumeFrom
+              : undefined,
+          )
+        } catch (error) {
+          mux.abandon(id)
+          if (error instanceof AppError) mux.error(error.status, error.message, id)
+          else {
+            deps.logger.warn({ err: error }, 'websocket subscribe failed')
+            mux.error(500, 'Could not subscribe; try again.', id)
+          }
+        }
+      }),
+    )
+    if (ids.length > 0 && mux.size === 0 && !mux.hasFeed) connection.onIdle()
+  }
+
+  function badMessage(connection: WsConnection, detail: string): void {
+    connection.badMessages++
+    connection.mux.error(400, detail)
+    if (connection.badMessages >= deps.config.WS_MAX_BAD_MESSAGES) {
+      connection.socket.close(WS_CLOSE.policy, 'too many invalid messages')
+    }
+  }
+
+  return {
+    close() {
+      heartbeat.stop()
+      for (const client of wss.clients) client.close(WS_CLOSE.goingAway, 'server shutting down')
+      wss.close()
+    },
+  }
+}
+
+/** Answers a refused upgrade with a plain HTTP problem response and closes the socket. */
+function rejectUpgrade(socket: Duplex, error: AppError): void {
+  const body = JSON.stringify(toProblem(error))
+  const headers = [
+    `HTTP/1.1 ${error.status} ${error.title}`,
+    'Content-Type: application/problem+json',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    ...Object.entries(error.headers).map(([k, v]) => `${k}: ${v}`),
+    'Connection: close',
+  ]
+  socket.end(`${headers.join('\r\n')}\r\n\r\n${body}`)
+}

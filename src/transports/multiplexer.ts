@@ -1,0 +1,260 @@
+// Many jobs over one connection (WebSocket, or SSE on /v1/events): owns the connection's
+// job subscriptions and its tenant-feed subscription, what the client has of each job, and
+// backpressure. Transport-neutral: a sink encodes messages (once per change and base
+// version, shared by every connection of that sink kind) and writes bytes.
+// Promises, per job: snapshot first (or one patch on resume), then patches that test the
+// base version, then `end` once terminal, after which the job is dropped; while the socket
+// is congested nothing is queued: dirty jobs get one merged patch each when it drains.
+import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
+import type { FeedWatcher, JobChange, JobState, Watcher, WatchHandle } from '../events/hub.js'
+import { diffDocuments, type Operation } from '../events/patch.js'
+
+export type MuxMessage =
+  | { type: 'snapshot'; job: string; version: number; doc: JobDocument }
+  | { type: 'patch'; job: string; version: number; patch: Operation[] }
+  | { type: 'end'; job: string; version: number; status: string }
+  | { type: 'error'; job?: string; status: number; detail: string }
+  | { type: 'reset'; detail: string }
+
+export interface MuxSink {
+  /** Memo key prefix: sinks of one kind share encoded bytes. */
+  readonly kind: string
+  encode(message: MuxMessage): Buffer
+  /** Writes one message's bytes; `job` and `version` let SSE add its resume id. */
+  write(bytes: Buffer, job?: string, version?: number): void
+  isCongested(): boolean
+  /** Called when the last job subscription ended and no feed is open. */
+  onIdle?(): void
+}
+
+class JobSubscription implements Watcher {
+  handle: WatchHandle | undefined
+  delivered: JobDocument | undefined
+  isDirty = false
+  constructor(
+    readonly jobId: string,
+    private readonly mux: Multiplexer,
+  ) {}
+  onChange(change: JobChange): void {
+    this.mux.deliver(this, change.state, change)
+  }
+  onGone(jobId: string): void {
+    this.mux.gone(jobId)
+  }
+}
+
+export class Multiplexer implements FeedWatcher {
+  private readonly jobs = new Map<string, JobSubscription>()
+  /** Jobs between prepare() and start(): the feed leaves them to their own subscription. */
+  private readonly pending = new Set<string>()
+  private unwatchFeed: (() => void) | undefined
+  /** What the feed delivered of jobs that are not individually subscribed. */
+  private readonly feedDelivered = new Map<string, JobDocument>()
+  private isClosed = false
+
+  constructor(
+    private readonly sink: MuxSink,
+    /** Feed visibility: undefined for admins, the owner for members. */
+    readonly ownerId: string | undefined,
+  ) {}
+
+  get size(): number {
+    return this.jobs.size
+  }
+
+  get hasFeed(): boolean {
+    return this.unwatchFeed !== undefined
+  }
+
+  has(jobId: string): boolean {
+    return this.jobs.has(jobId)
+  }
+
+  /** Positions of every job the client holds (for SSE resume ids). */
+  positions(): Map<string, number> {
+    const out = new Map<string, number>()
+    for (const [id, sub] of this.jobs) if (sub.delivered) out.set(id, sub.delivered.version)
+    return out
+  }
+
+  /** A watcher to register with hub.watch() before the authorising read. */
+  prepare(jobId: string): Watcher {
+    this.pending.add(jobId)
+    return this.jobs.get(jobId) ?? new JobSubscription(jobId, this)
+  }
+
+  /** Starts a job after its authorising read: snapshot, one resume patch, or nothing. */
+  start(watcher: Watcher, handle: WatchHandle, resumeFrom: number | undefined): void {
+    const sub = watcher as JobSubscription
+    this.pending.delete(sub.jobId)
+    if (this.isClosed) return handle.close()
+    const existing = this.jobs.get(sub.jobId)
+    if (existing && existing !== sub) return handle.close() // already subscribed
+    sub.handle = handle
+    this.jobs.set(sub.jobId, sub)
+    const state = handle.state
+    const doc = state.current!
+    // The feed may already have given the client this job: continue from there.
+    const fromFeed = this.feedDelivered.get(sub.jobId)
+    this.feedDelivered.delete(sub.jobId)
+    if (resumeFrom === undefined && fromFeed) resumeFrom = fromFeed.version
+    if (resumeFrom !== undefined && resumeFrom === doc.version) {
+      sub.delivered = doc
+      if (isTerminalStatus(doc.status)) this.endJob(sub, doc)
+      return
+    }
+    const patch =
+      resumeFrom === undefined
+        ? undefined
+        : (state.patchFrom(resumeFrom) ??
+          (fromFeed && fromFeed.version < doc.version ? diffDocuments(fromFeed, doc) : undefined))
+    sub.delivered = doc
+    this.send(
+      patch
+        ? { type: 'patch', job: doc.id, version: doc.version, patch }
+        : { type: 'snapshot', job: doc.id, version: doc.version, doc },
+    )
+    if (isTerminalStatus(doc.status)) this.endJob(sub, doc)
+  }
+
+  /** Forgets a prepared job whose authorising read failed. */
+  abandon(jobId: string): void {
+    this.pending.delete(jobId)
+  }
+
+  unsubscribe(jobId: string): void {
+    const sub = this.jobs.get(jobId)
+    if (!sub) return
+    this.jobs.delete(jobId)
+    sub.handle?.close()
+    this.checkIdle()
+  }
+
+  openFeed(watch: (watcher: FeedWatcher) => () => void): void {
+    if (this.unwatchFeed || this.isClosed) return
+    this.unwatchFeed = watch(this)
+  }
+
+  closeFeed(): void {
+    this.unwatchFeed?.()
+    this.unwatchFeed = undefined
+    this.feedDelivered.clear()
+    this.checkIdle()
+  }
+
+  /** FeedWatcher: a job of the tenant changed (or was created). */
+  onChange(change: JobChange): void {
+    if (this.isClosed) return
+    if (this.jobs.has(change.doc.id) || this.pending.has(change.doc.id)) return // its own subscription delivers it
+    const doc = change.doc
+    const base = this.feedDelivered.get(doc.id)
+    if (base && base.version >= doc.version) {
+      if (isTerminalStatus(doc.status)) this.feedDelivered.delete(doc.id)
+      return
+    }
+    this.feedDelivered.set(doc.id, doc)
+    const bytes = change.memoize(`${this.sink.kind}:feed:${base?.version ?? 'snapshot'}`, () =>
+      this.sink.encode(
+        base
+          ? {
+              type: 'patch',
+              job: doc.id,
+              version: doc.version,
+              patch: change.state.patchFrom(base.version) ?? diffDocuments(base, doc),
+            }
+          : { type: 'snapshot', job: doc.id, version: doc.version, doc },
+      ),
+    )
+    this.sink.write(bytes, doc.id, doc.version)
+    if (isTerminalStatus(doc.status)) {
+      this.feedDelivered.delete(doc.id)
+      this.send({ type: 'end', job: doc.id, version: doc.version, status: doc.status })
+    }
+  }
+
+  /** Feed resume: a document read from the database (replay); skipped when not newer. */
+  replay(state: { doc: JobDocument }): void {
+    const doc = state.doc
+    if (this.jobs.has(doc.id)) return
+    const known = this.feedDelivered.get(doc.id)
+    if (known && known.version >= doc.version) return
+    this.feedDelivered.set(doc.id, doc)
+    this.send({ type: 'snapshot', job: doc.id, version: doc.version, doc })
+  }
+
+  error(status: number, detail: string, job?: string): void {
+    this.send({ type: 'error', status, detail, ...(job === undefined ? {} : { job }) })
+  }
+
+  send(message: MuxMessage): void {
+    const version = 'version' in message ? message.version : undefined
+    const job = 'job' in message ? message.job : undefined
+    this.sink.write(this.sink.encode(message), job, version)
+  }
+
+  deliver(sub: JobSubscription, state: JobState, change?: JobChange): void {
+    if (this.isClosed || !sub.delivered || this.jobs.get(sub.jobId) !== sub) return
+    const doc = state.current!
+    const base = sub.delivered
+    if (doc.version <= base.version) return
+    if (this.sink.isCongested()) {
+      sub.isDirty = true
+      return
+    }
+    sub.isDirty = false
+    // The history may have dropped the base (a very slow client): the subscription still
+    // holds the document it delivered, so a patch is always possible.
+    const encode = () =>
+      this.sink.encode({
+        type: 'patch',
+        job: doc.id,
+        version: doc.version,
+        patch: state.patchFrom(base.version) ?? diffDocuments(base, doc),
+      })
+    const bytes = change
+      ? change.memoize(`${this.sink.kind}:patch:${base.version}`, encode)
+      : encode()
+    sub.delivered = doc
+    this.sink.write(bytes, doc.id, doc.version)
+    if (isTerminalStatus(doc.status)) this.endJob(sub, doc)
+  }
+
+  /** The sink drained: one merged patch for every job that changed meanwhile. */
+  drain(): void {
+    for (const sub of this.jobs.values()) {
+      if (!sub.isDirty || this.sink.isCongested()) continue
+      const state = sub.handle?.state
+      if (state?.current) this.deliver(sub, state)
+    }
+  }
+
+  gone(jobId: string): void {
+    const sub = this.jobs.get(jobId)
+    if (!sub) return
+    this.send({ type: 'end', job: jobId, version: sub.delivered?.version ?? 0, status: 'deleted' })
+    this.unsubscribe(jobId)
+  }
+
+  close(): void {
+    if (this.isClosed) return
+    this.isClosed = true
+    for (const sub of this.jobs.values()) sub.handle?.close()
+    this.jobs.clear()
+    this.unwatchFeed?.()
+    this.unwatchFeed = undefined
+    this.feedDelivered.clear()
+  }
+
+  private endJob(sub: JobSubscription, doc: JobDocument): void {
+    this.send({ type: 'end', job: doc.id, version: doc.version, status: doc.status })
+    // The same change may still reach this connection's feed: it has been delivered.
+    if (this.unwatchFeed) this.feedDelivered.set(doc.id, doc)
+    this.jobs.delete(sub.jobId)
+    sub.handle?.close()
+    this.checkIdle()
+  }
+
+  private checkIdle(): void {
+    if (!this.isClosed && this.jobs.size === 0 && !this.unwatchFeed) this.sink.onIdle?.()
+  }
+}
