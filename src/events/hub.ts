@@ -266,6 +266,9 @@ export class Hub {
       clearTimeout(this.retryTimer)
       this.retryTimer = setTimeout(() => this.schedule(), FETCH_RETRY_MS)
       this.retryTimer.unref()
+      // The retry timer (or a new notification) starts the next attempt: scheduling now
+      // would retry at once, in a tight loop of failing queries while the database is down.
+      return
     } finally {
       this.stats.fetchMs += performance.now() - startedAt
       this.isFetching = false
