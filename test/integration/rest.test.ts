@@ -199,6 +199,25 @@ describe('Idempotency-Key', () => {
     expect(await countJobs(t.tenantId)).toBe(1)
   })
 
+  it("gives a replay a watch token that opens the job, also when the admin retries a member's key", async () => {
+    const t = newTenant()
+    const key = `key-${randomUUID()}`
+    const first = await post('/v1/jobs', t.alice, { type: 'a' }, { 'idempotency-key': key })
+    const created = (await first.json()) as Json
+    for (const token of [t.alice, t.admin]) {
+      const retry = await post('/v1/jobs', token, { type: 'a' }, { 'idempotency-key': key })
+      expect(retry.status).toBe(200)
+      const replayed = (await retry.json()) as Json
+      expect(replayed.id).toBe(created.id)
+      const watched = await service.fetch(`/v1/jobs/${String(created.id)}`, {
+        token: String(replayed.watch_token),
+      })
+      expect(watched.status).toBe(200)
+    }
+    // Another member cannot replay Alice's key into her job.
+    await problem(await post('/v1/jobs', t.bob, { type: 'a' }, { 'idempotency-key': key }), 422)
+  })
+
   it('answers 422 problem to the same key with a different body', async () => {
     const t = newTenant()
     const key = `key-${randomUUID()}`

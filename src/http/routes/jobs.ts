@@ -116,7 +116,15 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
     res
       .status(replayed ? 200 : 201)
       .set('etag', etagOf(doc.version))
-      .json({ ...doc, watch_token: auth.issueWatchToken(principal, doc.id) })
+      // Issued for the job's owner: a watch token reads as that member, and an admin's
+      // replay of a member's Idempotency-Key must still get a link that opens the job.
+      .json({
+        ...doc,
+        watch_token: auth.issueWatchToken(
+          { ...principal, userId: row.owner_id ?? principal.userId },
+          doc.id,
+        ),
+      })
   })
 
   router.get(`${API_PREFIX}/jobs`, async (req, res) => {
