@@ -165,7 +165,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
         if (!parsed.success) return mux.error(400, 'Not a job id (expected a UUID).', raw)
         const id = parsed.data
         if (mux.has(id)) return
-        if (mux.size >= deps.config.WS_MAX_SUBSCRIPTIONS) {
+        if (mux.reserved >= deps.config.WS_MAX_SUBSCRIPTIONS) {
           return mux.error(
             429,
             `A connection may watch at most ${deps.config.WS_MAX_SUBSCRIPTIONS} jobs.`,

@@ -66,8 +66,14 @@ export class Multiplexer implements FeedWatcher {
     return this.unwatchFeed !== undefined
   }
 
+  /** Jobs subscribed or being subscribed: a per-connection cap counts both. */
+  get reserved(): number {
+    return this.jobs.size + this.pending.size
+  }
+
+  /** Subscribed, or between prepare() and start()/abandon(). */
   has(jobId: string): boolean {
-    return this.jobs.has(jobId)
+    return this.jobs.has(jobId) || this.pending.has(jobId)
   }
 
   /** Positions of every job the client holds (for SSE resume ids). */
