@@ -43,6 +43,9 @@ const payloadSchema = z
     if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
   })
   .pipe(z.json())
+  .describe(
+    `The job's input: any JSON value, nested at most ${MAX_PAYLOAD_DEPTH} levels, without \\u0000.`,
+  )
 
 // PostgreSQL has no year 0 (ISO 8601 year 0000 is 1 BC): '0000-…' would fail in the database.
 const runAtSchema = z.iso

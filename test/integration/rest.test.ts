@@ -499,7 +499,7 @@ describe('POST /v1/jobs/:id/cancel', () => {
 })
 
 describe('problem+json for every 4xx', () => {
-  it('400 for a malformed UUID, listing invalid_params', async () => {
+  it('answers 400 for a malformed UUID, listing invalid_params', async () => {
     const t = newTenant()
     for (const path of ['/v1/jobs/not-a-uuid', '/v1/jobs/123/cancel']) {
       const res = await service.fetch(path, {
@@ -511,7 +511,7 @@ describe('problem+json for every 4xx', () => {
     }
   })
 
-  it('400 for a body that breaks the schema, naming each field', async () => {
+  it('answers 400 for a body that breaks the schema, naming each field', async () => {
     const t = newTenant()
     const res = await post('/v1/jobs', t.admin, { type: '', max_attempts: 0, priority: 'high' })
     const body = await problem(res, 400)
@@ -522,31 +522,31 @@ describe('problem+json for every 4xx', () => {
     await problem(await post('/v1/jobs', t.admin, '[]'), 400)
   })
 
-  it('401 without a token', async () => {
+  it('answers 401 without a token', async () => {
     await problem(await service.fetch(`/v1/jobs/${randomUUID()}`), 401)
   })
 
-  it('403 for a watch token that tries to list', async () => {
+  it('answers 403 to a watch token that tries to list', async () => {
     const t = newTenant()
     const job = await createJob(service, t.admin)
     await problem(await service.fetch('/v1/jobs', { token: String(job.watch_token) }), 403)
   })
 
-  it('404 for an unknown route and for a missing job', async () => {
+  it('answers 404 for an unknown route and for a missing job', async () => {
     const t = newTenant()
     await problem(await service.fetch('/v1/nope', { token: t.admin }), 404)
     await problem(await service.fetch('/nope'), 404)
     await problem(await service.fetch(`/v1/jobs/${randomUUID()}`, { token: t.admin }), 404)
   })
 
-  it('409 for cancelling a finished job', async () => {
+  it('answers 409 for cancelling a finished job', async () => {
     const t = newTenant()
     const job = await createJob(service, t.admin)
     await post(`/v1/jobs/${job.id}/cancel`, t.admin, {})
     await problem(await post(`/v1/jobs/${job.id}/cancel`, t.admin, {}), 409)
   })
 
-  it('413 for a body over BODY_LIMIT_BYTES', async () => {
+  it('answers 413 for a body over BODY_LIMIT_BYTES', async () => {
     const t = newTenant()
     const res = await small.fetch('/v1/jobs', {
       method: 'POST',
@@ -564,7 +564,7 @@ describe('problem+json for every 4xx', () => {
     expect(fits.status).toBe(201)
   })
 
-  it('415 for a body that is not JSON', async () => {
+  it('answers 415 for a body that is not JSON', async () => {
     const t = newTenant()
     for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/xml']) {
       const res = await service.fetch('/v1/jobs', {
@@ -577,7 +577,7 @@ describe('problem+json for every 4xx', () => {
     }
   })
 
-  it('422 for an Idempotency-Key reused with a different body', async () => {
+  it('answers 422 for an Idempotency-Key reused with a different body', async () => {
     const t = newTenant()
     await post('/v1/jobs', t.admin, { type: 'a' }, { 'idempotency-key': 'k1' })
     await problem(

@@ -132,7 +132,7 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
     ['REDIS_URL', 'localhost:6379'],
     ['LIVE_PAGE_PATH', 'live'],
     ['BODY_LIMIT_BYTES', '10'],
-  ])('%s=%j', (name, value) => {
+  ])('refuses %s=%j with one line that names it', (name, value) => {
     const error = refusal({ [name]: value })
     expect(error.message).toMatch(new RegExp(`^Invalid environment variable ${name}: `))
     expect(error.message).not.toContain('\n')
