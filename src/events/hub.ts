@@ -64,6 +64,8 @@ export class Hub {
   private readonly jobs = new Map<string, JobState>()
   private readonly retained = new Map<string, JobState>()
   private readonly feeds = new Map<string, Set<FeedWatcher>>()
+  /** Watchers of every job of every tenant (the Redis bridge's outbound direction). */
+  private readonly everything = new Set<FeedWatcher>()
   /** id → forced (re-read even if no newer version was announced). */
   private readonly queue = new Map<string, boolean>()
   private isFetching = false
@@ -139,6 +141,12 @@ export class Hub {
     }
   }
 
+  /** Watches every change of every job (costs one batched read per change burst). */
+  watchAll(watcher: FeedWatcher): () => void {
+    this.everything.add(watcher)
+    return () => this.everything.delete(watcher)
+  }
+
   /** The listener's callback: parses and routes one NOTIFY payload. */
   handlePayload(payload: string | undefined): void {
     const notification = parseNotification(payload)
@@ -200,6 +208,7 @@ export class Hub {
   }
 
   private feedWants(tenantId: string, ownerId: string | null): boolean {
+    if (this.everything.size > 0) return true
     const set = this.feeds.get(tenantId)
     if (!set) return false
     for (const feed of set) if (feed.ownerId === undefined || feed.ownerId === ownerId) return true
@@ -288,6 +297,7 @@ export class Hub {
     }
     const change = new JobChange(state, fetched.doc, previous)
     for (const watcher of state.watchers) watcher.onChange(change)
+    for (const watcher of this.everything) watcher.onChange(change)
     const feeds = this.feeds.get(fetched.tenantId)
     if (feeds) {
       for (const feed of feeds)
