@@ -417,6 +417,7 @@ describe('GET /v1/jobs/:id', () => {
       })
       expect(cached.status).toBe(304)
       expect(cached.headers.get('etag')).toBe('"1"')
+      expect(cached.headers.get('cache-control')).toBe(first.headers.get('cache-control'))
       expect(await cached.text()).toBe('')
     }
     const stale = await service.fetch(`/v1/jobs/${job.id}`, {

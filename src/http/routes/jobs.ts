@@ -37,6 +37,9 @@ export interface JobRoutesDeps {
   auth: Authenticator
 }
 
+/** A job changes at any moment: caches must revalidate, and never share it between users. */
+const CACHE_CONTROL = 'private, no-cache'
+
 export function etagOf(version: number): string {
   return `"${version}"`
 }
@@ -53,11 +56,7 @@ export function matchesEtag(req: Request, version: number): boolean {
 }
 
 export function sendDocument(res: Response, doc: JobDocument, status = 200): void {
-  res
-    .status(status)
-    .set('etag', etagOf(doc.version))
-    .set('cache-control', 'private, no-cache')
-    .json(doc)
+  res.status(status).set('etag', etagOf(doc.version)).set('cache-control', CACHE_CONTROL).json(doc)
 }
 
 export async function readJobOr404(
@@ -142,7 +141,7 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
     )
     const page = rows.slice(0, limit)
     const last = page[page.length - 1]
-    res.set('cache-control', 'private, no-cache').json({
+    res.set('cache-control', CACHE_CONTROL).json({
       data: page.map(toJobDocument),
       next_cursor:
         rows.length > limit && last
@@ -156,7 +155,8 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
     const { id } = parseRequest(jobParamsSchema, req.params, 'path')
     const doc = await readJobOr404(db, principal, id)
     if (matchesEtag(req, doc.version)) {
-      res.status(304).set('etag', etagOf(doc.version)).end()
+      // A 304 repeats the validators and caching headers the 200 would carry (RFC 9110 §15.4.5).
+      res.status(304).set('etag', etagOf(doc.version)).set('cache-control', CACHE_CONTROL).end()
       return
     }
     sendDocument(res, doc)
