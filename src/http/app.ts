@@ -7,7 +7,7 @@ import helmet from 'helmet'
 import { pinoHttp } from 'pino-http'
 import type { Config } from '../config/index.js'
 import { API_PREFIX, HEADER } from '../protocol/http.js'
-import { redactUrl, type Logger } from '../telemetry/logger.js'
+import { redactUrl, serializeError, type Logger } from '../telemetry/logger.js'
 import { principalOf } from './authenticate.js'
 import { authenticateAndLimit, type RateLimitKind } from './rate-limit.js'
 import type { Authenticator } from './auth.js'
@@ -54,21 +54,29 @@ export function createApp(deps: AppDeps): Express {
         res.setHeader(HEADER.requestId, id)
         return id
       },
+      // pino-http hands these pino's standard serializations; only the listed fields are
+      // kept (never the headers), and the URL loses its ?token=.
       serializers: {
-        req: (req: IncomingMessage & { id?: unknown }) => ({
+        req: (req: { id?: unknown; method?: string; url?: string; remoteAddress?: string }) => ({
           id: req.id,
           method: req.method,
           url: redactUrl(req.url),
-          remoteAddress: req.socket?.remoteAddress,
+          remoteAddress: req.remoteAddress,
         }),
         res: (res: ServerResponse) => ({ statusCode: res.statusCode }),
+        err: serializeError,
       },
+      // Called again when the response ends: by then the principal and the matched route
+      // template (`/v1/jobs/:id`, not the URL with its ids) are known.
       customProps: (req) => {
+        const route = (req as express.Request).route as { path?: unknown } | undefined
+        const props: Record<string, unknown> =
+          typeof route?.path === 'string' ? { route: route.path } : {}
         try {
           const p = principalOf(req as express.Request)
-          return { tenantId: p.tenantId, userId: p.userId }
+          return { ...props, tenantId: p.tenantId, userId: p.userId }
         } catch {
-          return {}
+          return props
         }
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),

@@ -1,20 +1,61 @@
 // The process logger (pino, JSON lines). Tokens never reach a log line: the Authorization
-// header is redacted and token-bearing query parameters are masked in every logged URL.
-import { pino, type Logger } from 'pino'
+// header is redacted, token-bearing query parameters are masked in every logged URL, and
+// logged errors lose header-carrying members and have JWT-shaped text masked.
+import { pino, type DestinationStream, type Logger } from 'pino'
 
 export type { Logger }
 
 const TOKEN_PARAMS = /([?&](?:token|access_token|watch_token)=)[^&#]*/gi
+/** A JWT (header.payload.signature, base64url): JSON headers always start with `eyJ`. */
+const JWT = /eyJ[\w-]*\.[\w-]+\.[\w-]*/g
+/** Error members that can carry a whole request (headers included) or a client config. */
+const ERROR_DROP = ['headers', 'config', 'request', 'response', 'req', 'res', 'socket', 'body']
 
 /** `/v1/jobs/x/events?token=abc&format=full` → `/v1/jobs/x/events?token=[redacted]&format=full` */
 export function redactUrl(url: string | undefined): string | undefined {
   return url?.replace(TOKEN_PARAMS, (_m, name: string) => `${name}[redacted]`)
 }
 
-export function createLogger(options: { level: string; pretty: boolean }): Logger {
-  return pino({
+/** Masks token query parameters and anything shaped like a JWT in free text. */
+export function redactText(text: string): string {
+  return text
+    .replace(TOKEN_PARAMS, (_m, name: string) => `${name}[redacted]`)
+    .replace(JWT, '[redacted]')
+}
+
+/**
+ * The `err` serializer: pino's standard one, minus members that may hold request headers,
+ * with tokens masked in the message and stack (an error message may quote a URL).
+ */
+export function serializeError(error: unknown): unknown {
+  // pino-http hands over errors it already serialized: those are plain objects.
+  const serialized: unknown = error instanceof Error ? pino.stdSerializers.err(error) : error
+  if (typeof serialized !== 'object' || serialized === null) return serialized
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(serialized)) {
+    if (ERROR_DROP.includes(key)) continue
+    out[key] =
+      typeof value === 'string'
+        ? redactText(value)
+        : key === 'cause' || key === 'aggregateErrors'
+          ? Array.isArray(value)
+            ? value.map(serializeError)
+            : serializeError(value)
+          : value
+  }
+  return out
+}
+
+export function createLogger(options: {
+  level: string
+  pretty: boolean
+  /** Where JSON lines go (default stdout); tests pass an in-memory stream. */
+  destination?: DestinationStream
+}): Logger {
+  const pinoOptions = {
     level: options.level,
     base: { service: 'jobwire' },
+    serializers: { err: serializeError },
     redact: {
       paths: [
         'req.headers.authorization',
@@ -28,8 +69,9 @@ export function createLogger(options: { level: string; pretty: boolean }): Logge
       ],
       censor: '[redacted]',
     },
-    ...(options.pretty
+    ...(options.pretty && !options.destination
       ? { transport: { target: 'pino-pretty', options: { singleLine: true } } }
       : {}),
-  })
+  }
+  return options.destination ? pino(pinoOptions, options.destination) : pino(pinoOptions)
 }

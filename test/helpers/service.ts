@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import jwt from 'jsonwebtoken'
 import { loadConfig } from '../../src/config/index.js'
 import { startService, type RunningService } from '../../src/service.js'
+import type { Logger } from '../../src/telemetry/logger.js'
 
 export const TEST_JWT_SECRET = 'test-secret-test-secret-test-secret-0123456789'
 
@@ -14,6 +15,7 @@ export interface TestService extends RunningService {
 export async function startTestService(
   databaseUrl: string,
   env: Record<string, string> = {},
+  options: { logger?: Logger } = {},
 ): Promise<TestService> {
   const config = loadConfig({
     NODE_ENV: 'test',
@@ -26,7 +28,7 @@ export async function startTestService(
     SHUTDOWN_TIMEOUT_MS: '2000',
     ...env,
   })
-  const service = await startService(config)
+  const service = await startService(config, options)
   return {
     ...service,
     fetch: (path, init = {}) => {
