@@ -22,6 +22,7 @@ import { streamRoutes } from './http/routes/streams.js'
 import { multiplexedRoutes } from './http/routes/multiplexed.js'
 import { attachWebSockets } from './http/ws-server.js'
 import { StreamRegistry } from './transports/stream-registry.js'
+import { createMetrics } from './telemetry/metrics.js'
 
 export interface RunningService {
   /** `http://host:port`, with the port the server really bound (PORT=0 picks one). */
@@ -108,6 +109,7 @@ export async function startService(
       historySize: config.JOB_HISTORY_SIZE,
       batchMaxIds: config.BATCH_MAX_IDS,
       batchWindowMs: config.BATCH_WINDOW_MS,
+      onLatency: (ms) => metrics.latencyMs(ms),
     })
     const listener = new Listener({
       connectionString: config.LISTEN_DATABASE_URL ?? databaseUrl,
@@ -119,13 +121,21 @@ export async function startService(
         if (isReconnect) hub.refreshWatched({ includeTerminal: true })
       },
     })
+    // The stream registry and the metrics exist before the first notification can arrive.
+    const registry = new StreamRegistry({ heartbeatMs: config.SSE_HEARTBEAT_MS })
+    const metrics = createMetrics({
+      hub,
+      listener,
+      registry,
+      tenantLabel: config.METRICS_TENANT_LABEL,
+    })
+    registry.onChange = (kind, tenantId, delta) => metrics.streamChanged(kind, tenantId, delta)
     await listener.start()
     hub.startSweep(config.SWEEP_INTERVAL_MS)
     cleanup.push(async () => {
       hub.stop()
       await listener.stop()
     })
-    const registry = new StreamRegistry({ heartbeatMs: config.SSE_HEARTBEAT_MS })
 
     // 6. HTTP.
     const readiness = async (): Promise<ReadinessReport> => {
@@ -148,19 +158,33 @@ export async function startService(
         maxStreamsPerTenant: config.MAX_STREAMS_PER_TENANT,
       },
     }
+    const streamHooks = {
+      onStreamBytes: metrics.streamBytes,
+      onEventDelivered: metrics.eventDelivered,
+      onCapRejected: metrics.capRejected,
+    }
     const app = createApp({
       config,
       logger,
       auth,
       readiness,
+      metrics,
+      onRateLimited: metrics.rateLimitRejected,
       routers: [
-        streamRoutes({ ...streamDeps, config }),
-        multiplexedRoutes({ ...streamDeps, config }),
+        streamRoutes({ ...streamDeps, ...streamHooks, config }),
+        multiplexedRoutes({ ...streamDeps, ...streamHooks, config }),
         jobRoutes({ db, auth }),
       ],
     })
     const server = createServer(app)
-    const webSockets = attachWebSockets(server, { ...streamDeps, auth, logger, config })
+    const webSockets = attachWebSockets(server, {
+      ...streamDeps,
+      auth,
+      logger,
+      config,
+      onWsBytes: (bytes) => metrics.streamBytes('ws', bytes),
+      onCapRejected: metrics.capRejected,
+    })
     server.keepAliveTimeout = 65_000
     server.headersTimeout = 66_000
 

@@ -8,10 +8,12 @@ import { pinoHttp } from 'pino-http'
 import type { Config } from '../config/index.js'
 import { API_PREFIX, HEADER } from '../protocol/http.js'
 import { redactUrl, serializeError, type Logger } from '../telemetry/logger.js'
+import type { Metrics } from '../telemetry/metrics.js'
 import { principalOf } from './authenticate.js'
 import { authenticateAndLimit, type RateLimitKind } from './rate-limit.js'
 import type { Authenticator } from './auth.js'
 import { notFoundHandler, problemHandler } from './problem.js'
+import { operationsRoutes, type OperationsRouteDeps } from './routes/operations.js'
 
 export interface ReadinessReport {
   ready: boolean
@@ -27,13 +29,16 @@ export interface AppDeps {
     | 'RATE_LIMIT_PER_USER'
     | 'RATE_LIMIT_PER_TENANT'
     | 'RATE_LIMIT_PER_IP'
-  >
+  > &
+    OperationsRouteDeps['config']
   onRateLimited?(kind: RateLimitKind): void
   logger: Logger
   auth: Authenticator
   readiness: () => Promise<ReadinessReport>
   /** Routers mounted in order after the health routes (jobs, streams, dev page …). */
   routers: Router[]
+  /** Served at /metrics (unless METRICS_ENABLED=false). */
+  metrics?: Pick<Metrics, 'metrics' | 'contentType'>
 }
 
 const REQUEST_ID = /^[\w\-.:]{1,128}$/
@@ -80,7 +85,9 @@ export function createApp(deps: AppDeps): Express {
         }
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
-      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/readyz' },
+      autoLogging: {
+        ignore: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics',
+      },
     }),
   )
   app.use(
@@ -101,6 +108,7 @@ export function createApp(deps: AppDeps): Express {
       .set('cache-control', 'no-store')
       .json({ status: report.ready ? 'ready' : 'not-ready', checks: report.checks })
   })
+  app.use(operationsRoutes({ config: deps.config, metrics: deps.metrics }))
 
   app.use(
     API_PREFIX,

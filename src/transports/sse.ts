@@ -29,6 +29,8 @@ export interface SseJobStreamOptions {
   connectionId: string
   /** Called once with the number of bytes of each event written (metrics). */
   onWrite?(bytes: number): void
+  /** Called once per write that carries job events, i.e. not for heartbeats (metrics). */
+  onEvent?(): void
 }
 
 export class SseJobStream implements Watcher, RegisteredStream {
@@ -119,7 +121,7 @@ export class SseJobStream implements Watcher, RegisteredStream {
   }
 
   heartbeat(): void {
-    if (!this.isCongested) this.write(SSE_HEARTBEAT)
+    if (!this.isCongested) this.write(SSE_HEARTBEAT, false)
   }
 
   close(_reason: 'lifetime' | 'shutdown'): void {
@@ -159,10 +161,11 @@ export class SseJobStream implements Watcher, RegisteredStream {
     }
   }
 
-  private write(buffer: Buffer): void {
+  private write(buffer: Buffer, isEvent = true): void {
     if (buffer.length === 0) return
     this.lastWriteAt = Date.now()
     this.options.onWrite?.(buffer.length)
+    if (isEvent) this.options.onEvent?.()
     const ok = this.res.write(buffer)
     if (!ok || this.res.writableLength > this.options.highWaterBytes) this.isCongested = true
   }

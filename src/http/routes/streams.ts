@@ -33,10 +33,12 @@ export interface StreamRouteDeps extends StreamDeps {
     | 'LONGPOLL_MAX_SECONDS'
   >
   onStreamBytes?(transport: 'sse', bytes: number): void
+  /** A write that carried job events (SSE), or a long-poll answered with a change. */
+  onEventDelivered?(transport: 'sse' | 'longpoll'): void
   onCapRejected?(): void
 }
 
-const sseQuerySchema = z.object({
+export const sseQuerySchema = z.object({
   [QUERY.format]: z
     .enum(SSE_FORMATS, { error: `expected one of ${SSE_FORMATS.join(', ')}` })
     .optional(),
@@ -67,6 +69,7 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
       userKey: userKeyOf(principal),
       connectionId: randomUUID(),
       onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
+      onEvent: deps.onEventDelivered && (() => deps.onEventDelivered!('sse')),
     })
     const handle = await subscribeJob(deps, principal, id, stream)
     if (res.destroyed || res.writableEnded) return handle.close()
@@ -91,36 +94,7 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
     await openSse(req, res)
   })
 
-  const waitQuerySchema = z.strictObject(
-    {
-      timeout: z
-        .string({ error: 'expected a single number of seconds' })
-        .regex(/^\d{1,6}(\.\d{1,3})?$/, {
-          error: `expected seconds from 0 to ${config.LONGPOLL_MAX_SECONDS}`,
-        })
-        .transform(Number)
-        .pipe(
-          z
-            .number()
-            .max(config.LONGPOLL_MAX_SECONDS, {
-              error: `must be at most ${config.LONGPOLL_MAX_SECONDS} seconds`,
-            }),
-        )
-        .optional(),
-      since: z
-        .string({ error: 'expected a single version' })
-        .regex(/^\d{1,15}$/, { error: 'expected a version number (0 or more)' })
-        .transform(Number)
-        .optional(),
-      [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
-    },
-    {
-      error: (issue) =>
-        issue.code === 'unrecognized_keys'
-          ? `unknown parameter(s): ${issue.keys.join(', ')}`
-          : undefined,
-    },
-  )
+  const waitQuerySchema = waitQuerySchemaFor(config)
 
   router.get(`${API_PREFIX}/jobs/:id/wait`, async (req, res) => {
     const principal = principalOf(req)
@@ -133,6 +107,7 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
       if (res.destroyed || res.writableEnded) return
       if (outcome.kind === 'gone')
         return writeProblem(res, new JobNotFoundError(id), req.originalUrl.split('?')[0])
+      if (outcome.kind === 'ready') deps.onEventDelivered?.('longpoll')
       res
         .status(200)
         .set(HEADER.timedOut, outcome.kind === 'ready' ? 'false' : 'true')
@@ -154,4 +129,36 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
   })
 
   return router
+}
+
+/** The long-poll query; its bounds come from the configuration. */
+export function waitQuerySchemaFor(config: Pick<Config, 'LONGPOLL_MAX_SECONDS'>) {
+  return z.strictObject(
+    {
+      timeout: z
+        .string({ error: 'expected a single number of seconds' })
+        .regex(/^\d{1,6}(\.\d{1,3})?$/, {
+          error: `expected seconds from 0 to ${config.LONGPOLL_MAX_SECONDS}`,
+        })
+        .transform(Number)
+        .pipe(
+          z.number().max(config.LONGPOLL_MAX_SECONDS, {
+            error: `must be at most ${config.LONGPOLL_MAX_SECONDS} seconds`,
+          }),
+        )
+        .optional(),
+      since: z
+        .string({ error: 'expected a single version' })
+        .regex(/^\d{1,15}$/, { error: 'expected a version number (0 or more)' })
+        .transform(Number)
+        .optional(),
+      [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
+    },
+    {
+      error: (issue) =>
+        issue.code === 'unrecognized_keys'
+          ? `unknown parameter(s): ${issue.keys.join(', ')}`
+          : undefined,
+    },
+  )
 }
