@@ -1,18 +1,27 @@
-// Routes for operators: /metrics (Prometheus; a bearer token when METRICS_TOKEN is set).
-// Not under /v1, so no user token is needed.
+// Routes for operators and API readers: /metrics (Prometheus; a bearer token when
+// METRICS_TOKEN is set), /openapi.json, and /docs in development. None of them is under
+// /v1, so none needs a user token.
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { Router, type Request } from 'express'
 import type { Config } from '../../config/index.js'
 import { UnauthorizedError } from '../../errors.js'
 import type { Metrics } from '../../telemetry/metrics.js'
+import { renderDocsPage } from '../docs-page.js'
+import { buildOpenApiDocument } from '../openapi.js'
 
 export interface OperationsRouteDeps {
-  config: Pick<Config, 'METRICS_ENABLED' | 'METRICS_TOKEN'>
+  config: Pick<
+    Config,
+    'METRICS_ENABLED' | 'METRICS_TOKEN' | 'LONGPOLL_MAX_SECONDS' | 'livePage' | 'isProduction'
+  >
   metrics?: Pick<Metrics, 'metrics' | 'contentType'>
 }
 
 export function operationsRoutes({ config, metrics }: OperationsRouteDeps): Router {
   const router = Router()
+  // Built once: the document only depends on the configuration.
+  const document = buildOpenApiDocument(config)
+  const body = JSON.stringify(document)
 
   if (config.METRICS_ENABLED && metrics) {
     const expected = config.METRICS_TOKEN === undefined ? undefined : digest(config.METRICS_TOKEN)
@@ -25,6 +34,16 @@ export function operationsRoutes({ config, metrics }: OperationsRouteDeps): Rout
     })
   }
 
+  router.get('/openapi.json', (_req, res) => {
+    res.set('content-type', 'application/json; charset=utf-8').send(body)
+  })
+
+  if (config.livePage || !config.isProduction) {
+    const page = renderDocsPage(document)
+    router.get('/docs', (_req, res) => {
+      res.set('content-type', 'text/html; charset=utf-8').send(page)
+    })
+  }
   return router
 }
 
