@@ -50,6 +50,8 @@ export class Multiplexer implements FeedWatcher {
   private unwatchFeed: (() => void) | undefined
   /** What the feed delivered of jobs that are not individually subscribed. */
   private readonly feedDelivered = new Map<string, JobDocument>()
+  /** Final versions of jobs that ended here: resume ids keep them (so a reconnect can 204). */
+  private readonly ended = new Map<string, number>()
   private isClosed = false
 
   constructor(
@@ -78,7 +80,7 @@ export class Multiplexer implements FeedWatcher {
 
   /** Positions of every job the client holds (for SSE resume ids). */
   positions(): Map<string, number> {
-    const out = new Map<string, number>()
+    const out = new Map<string, number>(this.ended)
     for (const [id, sub] of this.jobs) if (sub.delivered) out.set(id, sub.delivered.version)
     return out
   }
@@ -252,6 +254,7 @@ export class Multiplexer implements FeedWatcher {
   }
 
   private endJob(sub: JobSubscription, doc: JobDocument): void {
+    this.ended.set(doc.id, doc.version)
     this.send({ type: 'end', job: doc.id, version: doc.version, status: doc.status })
     // The same change may still reach this connection's feed: it has been delivered.
     if (this.unwatchFeed) this.feedDelivered.set(doc.id, doc)
@@ -261,6 +264,8 @@ export class Multiplexer implements FeedWatcher {
   }
 
   private checkIdle(): void {
-    if (!this.isClosed && this.jobs.size === 0 && !this.unwatchFeed) this.sink.onIdle?.()
+    // Jobs still being started count: a stream of several finished jobs ends after the last.
+    if (!this.isClosed && this.jobs.size === 0 && this.pending.size === 0 && !this.unwatchFeed)
+      this.sink.onIdle?.()
   }
 }

@@ -4,7 +4,8 @@
 // owner without a query per event.
 //   * jobs: ids that are malformed, missing or not visible are listed in one initial
 //     `error` event and the rest stream; when none is visible the answer is 404. Jobs that
-//     end are dropped; the stream ends when all have ended.
+//     end are dropped; the stream ends when all have ended. The resume id keeps ended jobs'
+//     final versions: a reconnect after everything ended gets 204, and EventSource stops.
 //   * feed: resume replays jobs changed since the last event (minus a 5 s margin for
 //     transactions that committed late), up to FEED_RESUME_MAX_JOBS; beyond that a `reset`
 //     event tells the client to re-list.
@@ -157,9 +158,17 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
       if (first.status === 403) throw new ForbiddenError(first.detail)
       throw new JobNotFoundError(first.job)
     }
-    if (res.destroyed) {
+    // Every visible job has ended and the client has seen each final version: 204 tells
+    // EventSource to stop reconnecting, as on a single job's stream (SPEC §7).
+    const isAllSeen = ok.every(({ handle }) => {
+      const doc = handle.state.current!
+      return isTerminalStatus(doc.status) && (positions.get(doc.id) ?? 0) >= doc.version
+    })
+    if (res.destroyed || isAllSeen) {
       for (const o of ok) o.handle.close()
-      return mux.close()
+      mux.close()
+      if (!res.destroyed) res.status(204).end()
+      return
     }
     stream.open(deps.registry)
     if (failures.length > 0) {
