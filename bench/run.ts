@@ -1,0 +1,173 @@
+// `npm run bench [-- <scenario>…] [--full] [--scale=0.1]`: runs BENCH.md scenarios against
+// a fresh database on the local PostgreSQL, prints one markdown table and writes the raw
+// figures to bench/results/<ISO date>.json. The server and every load generator are child
+// processes; the bench stops exactly those it started. See bench/README.md.
+import { execFileSync, spawnSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+import { resolve } from 'node:path'
+import { BENCH_DIR, killAllChildrenNow, stopAllChildren } from './lib/child.js'
+import { Context, type BenchOptions } from './lib/context.js'
+import { createBenchDatabase, type BenchDatabase } from './lib/database.js'
+import { completeRows, renderTable } from './lib/table.js'
+import { fanoutScenario } from './scenarios/fanout.js'
+import { latencyScenario } from './scenarios/latency.js'
+import { idleScenario } from './scenarios/idle.js'
+import { longPollScenario } from './scenarios/longpoll.js'
+
+const WANTED_NOFILE = 65_536
+/** The whole run must stay under 10 minutes; a scenario that hangs is cut off here. */
+const RUN_BUDGET_MS = 9.5 * 60_000
+
+interface Scenario {
+  targets: number[]
+  run(ctx: Context): Promise<void>
+}
+
+const SCENARIOS: Record<string, Scenario> = {
+  latency: { targets: [1], run: latencyScenario },
+  fanout: { targets: [2, 3], run: fanoutScenario },
+  idle: { targets: [4], run: idleScenario },
+  longpoll: { targets: [5], run: longPollScenario },
+}
+const ALIASES: Record<string, string> = { memory: 'fanout' }
+
+function parseArgs(argv: string[]): { names: string[]; options: BenchOptions } {
+  const options: BenchOptions = { full: false, scale: 1 }
+  const names: string[] = []
+  for (const arg of argv) {
+    if (arg === '--full') options.full = true
+    else if (arg.startsWith('--scale=')) options.scale = Number(arg.slice('--scale='.length))
+    else if (arg.startsWith('-')) throw new Error(`unknown flag ${arg}`)
+    else {
+      const name = ALIASES[arg] ?? arg
+      if (!SCENARIOS[name])
+        throw new Error(
+          `unknown scenario ${arg}; known: ${[...Object.keys(SCENARIOS), ...Object.keys(ALIASES)].join(', ')}`,
+        )
+      if (!names.includes(name)) names.push(name)
+    }
+  }
+  if (!(options.scale > 0 && options.scale <= 1)) throw new Error('--scale must be in (0, 1]')
+  return { names: names.length ? names : Object.keys(SCENARIOS), options }
+}
+
+/**
+ * 10,000 sockets per process need a high open-files limit: when the soft limit is below what
+ * we want (and the hard limit allows more), re-run this very command under a raised limit.
+ */
+function ensureFileLimit(): void {
+  const [soft, hard] = execFileSync('bash', ['-c', 'ulimit -Sn; ulimit -Hn'], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .map((v) => (v === 'unlimited' ? Infinity : Number(v)))
+  const target = Math.min(WANTED_NOFILE, hard!)
+  if (soft! >= target || process.env.JOBWIRE_BENCH_REEXEC === '1') {
+    if (soft! < 12_000)
+      process.stderr.write(`warning: open-files limit is ${soft}; 10k-socket scenarios may fail\n`)
+    return
+  }
+  const command = [process.execPath, ...process.execArgv, ...process.argv.slice(1)]
+    .map((a) => `'${a.replace(/'/g, `'\\''`)}'`)
+    .join(' ')
+  const result = spawnSync('bash', ['-c', `ulimit -n ${target} && exec ${command}`], {
+    stdio: 'inherit',
+    env: { ...process.env, JOBWIRE_BENCH_REEXEC: '1' },
+  })
+  process.exit(result.status ?? 1)
+}
+
+async function main(): Promise<void> {
+  ensureFileLimit()
+  const { names, options } = parseArgs(process.argv.slice(2))
+  const startedAt = new Date()
+  const deadline = Date.now() + RUN_BUDGET_MS
+  let db: BenchDatabase | undefined
+  let exitCode = 0
+  const onSignal = () => {
+    killAllChildrenNow()
+    void db?.drop().finally(() => process.exit(130))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  process.once('exit', killAllChildrenNow)
+
+  db = await createBenchDatabase()
+  const ctx = new Context(db, options)
+  const reasons = new Map<number, string>()
+  const errors: Record<string, string> = {}
+  try {
+    for (const name of names) {
+      const scenario = SCENARIOS[name]!
+      const left = deadline - Date.now()
+      if (left < 20_000) {
+        for (const n of scenario.targets) reasons.set(n, 'skipped: run time budget spent')
+        continue
+      }
+      process.stderr.write(`bench: ${name}…\n`)
+      const t0 = Date.now()
+      try {
+        await withTimeout(scenario.run(ctx), left, name)
+      } catch (error) {
+        exitCode = 1
+        const message = error instanceof Error ? error.message : String(error)
+        errors[name] = error instanceof Error ? (error.stack ?? message) : message
+        process.stderr.write(`bench: ${name} failed: ${message}\n`)
+        for (const n of scenario.targets)
+          if (!ctx.rows.some((r) => r.n === n)) reasons.set(n, `scenario \`${name}\` failed`)
+        await stopAllChildren()
+      }
+      process.stderr.write(`bench: ${name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`)
+    }
+  } finally {
+    await stopAllChildren()
+    await db.drop().catch((error: unknown) => {
+      process.stderr.write(`bench: could not drop ${db!.name}: ${String(error)}\n`)
+    })
+  }
+
+  const rows = completeRows(ctx.rows, reasons)
+  const table = renderTable(rows)
+  process.stdout.write(`\n${table}\n\n`)
+  const resultsDir = resolve(BENCH_DIR, 'results')
+  mkdirSync(resultsDir, { recursive: true })
+  const file = resolve(resultsDir, `${startedAt.toISOString().replace(/:/g, '-')}.json`)
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        startedAt: startedAt.toISOString(),
+        finishedAt: new Date().toISOString(),
+        command: ['npm run bench --', ...process.argv.slice(2)].join(' '),
+        options,
+        machine: {
+          cpus: cpus().length,
+          cpuModel: cpus()[0]?.model,
+          totalMemGiB: Math.round(totalmem() / 2 ** 30),
+          node: process.version,
+        },
+        scenarios: names,
+        rows,
+        table,
+        raw: ctx.raw,
+        errors,
+      },
+      null,
+      2,
+    ),
+  )
+  process.stdout.write(`raw figures: ${file}\n`)
+  process.exitCode = exitCode
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, name: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${name} exceeded ${Math.round(ms / 1000)} s`)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
+}
+
+await main()

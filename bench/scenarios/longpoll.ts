@@ -1,0 +1,95 @@
+// Scenario 5: 10,000 parked long-poll waiters (100 jobs × 100, `since` = current version,
+// 4 client processes). First the database cost while parked (xact_commit over a 5 s window,
+// minus the same window with nobody parked); then one UPDATE statement changes all 100 jobs
+// (one commit, 100 NOTIFYs) and we time "just before the UPDATE is sent" → "the last waiter
+// has its full answer parsed". Compared with the 10k bare-socket fan-out floor of this run.
+import { sleep } from '../lib/child.js'
+import { waitForServer, type Context } from '../lib/context.js'
+import { countTransactions, currentVersions, seedJobs } from '../lib/database.js'
+import { LongPollGroup, SseClientGroup } from '../lib/groups.js'
+import { percentile } from '../lib/stats.js'
+import { fmtMs, fmtRatio, verdict } from '../lib/table.js'
+import { CLIENT_PROCESSES } from './fanout.js'
+import { fanoutFloor } from './fanout-floor.js'
+
+const JOBS = 100
+const PARKED_WINDOW_MS = 5000
+
+export async function longPollScenario(ctx: Context): Promise<void> {
+  const total = ctx.n(10_000, JOBS)
+  await ctx.scoped(async (scope) => {
+    // The floor is shared with the fan-out scenario when both run; otherwise measured here.
+    const floor = await ctx.scoped(async (floorScope) =>
+      fanoutFloor(ctx, floorScope, await SseClientGroup.start(floorScope, CLIENT_PROCESSES), total),
+    )
+    const jobs = await seedJobs(ctx.db, ctx.tenantId, JOBS)
+    const versions = await currentVersions(ctx.db, jobs)
+    const server = await ctx.startServer(scope)
+    const [polls, writer] = await Promise.all([
+      LongPollGroup.start(scope, CLIENT_PROCESSES),
+      scope.start('clients/writer.ts', { name: 'writer' }),
+    ])
+    await writer.call('connect', { url: ctx.db.url, connections: 1 })
+    const readHub = () => server.call<{ fetches: number }>('stats')
+
+    const baseline = await countTransactions(ctx.db, () => sleep(PARKED_WINDOW_MS))
+    await polls.park(
+      server.info.url,
+      ctx.token,
+      Array.from({ length: total }, (_, i) => {
+        const job = jobs[i % JOBS]!
+        return { job, since: versions.get(job)! }
+      }),
+      120,
+    )
+    const ready = await waitForServer(server, (s) => s.watchers >= total, 30_000)
+    if (ready.watchers < total) throw new Error(`only ${ready.watchers}/${total} waiters parked`)
+    const hub0 = await readHub()
+    const parked = await countTransactions(ctx.db, () => sleep(PARKED_WINDOW_MS))
+    const hub1 = await readHub()
+
+    const w = await writer.call<{ sendT: number; ackT: number }>('once', { jobs })
+    const got = await polls.collect(20_000)
+    const hub2 = await readHub()
+    if (got.answered < got.total || got.changed < got.total)
+      throw new Error(
+        `${got.answered}/${got.total} answered, ${got.changed} with the change, ${got.timedOut} timed out, errors: ${got.errorSamples.join('; ')}`,
+      )
+    const times = got.times.map((t) => t - w.sendT).sort((a, b) => a - b)
+    const lastMs = times[times.length - 1]!
+    const caused = parked.transactions - baseline.transactions
+    ctx.raw.longpoll = {
+      waiters: total,
+      jobs: JOBS,
+      commitMs: w.ackT - w.sendT,
+      firstMs: times[0],
+      p50Ms: percentile(times, 50),
+      lastMs,
+      hubFetchesParked: hub1.fetches - hub0.fetches,
+      hubFetchesForChange: hub2.fetches - hub1.fetches,
+      baselineTransactions: baseline.transactions,
+      parkedTransactions: parked.transactions,
+      parkedWindowMs: PARKED_WINDOW_MS,
+      floor,
+    }
+    const ratio = lastMs / floor.lastMs
+    ctx.rows.push({
+      n: 5,
+      metric: `${total.toLocaleString('en-US')} parked long-polls, 1 UPDATE of ${JOBS} jobs: last answered (p50 ${fmtMs(percentile(times, 50))}; ${hub2.fetches - hub1.fetches} hub reads)`,
+      jobwire: fmtMs(lastMs),
+      floor: `${fmtMs(floor.lastMs)} bare-socket fan-out (${floor.clients.toLocaleString('en-US')})`,
+      ratio: fmtRatio(ratio),
+      target: '≤ 1.5 ×',
+      verdict: verdict(ratio <= 1.5),
+    })
+    ctx.rows.push({
+      n: 5,
+      metric: `${total.toLocaleString('en-US')} parked long-polls: DB transactions in ${PARKED_WINDOW_MS / 1000} s parked`,
+      jobwire: `${caused} (hub reads: ${hub1.fetches - hub0.fetches})`,
+      floor: `baseline ${baseline.transactions} tx / window`,
+      ratio: '—',
+      target: '0',
+      verdict: verdict(caused <= 0 && hub1.fetches === hub0.fetches),
+    })
+  })
+}
