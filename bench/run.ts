@@ -8,7 +8,7 @@ import { cpus, totalmem } from 'node:os'
 import { resolve } from 'node:path'
 import { BENCH_DIR, killAllChildrenNow, stopAllChildren } from './lib/child.js'
 import { Context, type BenchOptions } from './lib/context.js'
-import { createBenchDatabase, type BenchDatabase } from './lib/database.js'
+import { createBenchDatabase } from './lib/database.js'
 import { completeRows, renderTable } from './lib/table.js'
 import { fanoutScenario } from './scenarios/fanout.js'
 import { latencyScenario } from './scenarios/latency.js'
@@ -82,17 +82,15 @@ async function main(): Promise<void> {
   const { names, options } = parseArgs(process.argv.slice(2))
   const startedAt = new Date()
   const deadline = Date.now() + RUN_BUDGET_MS
-  let db: BenchDatabase | undefined
   let exitCode = 0
+  const db = await createBenchDatabase()
   const onSignal = () => {
     killAllChildrenNow()
-    void db?.drop().finally(() => process.exit(130))
+    void db.drop().finally(() => process.exit(130))
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
   process.once('exit', killAllChildrenNow)
-
-  db = await createBenchDatabase()
   const ctx = new Context(db, options)
   const reasons = new Map<number, string>()
   const errors: Record<string, string> = {}
@@ -122,7 +120,7 @@ async function main(): Promise<void> {
   } finally {
     await stopAllChildren()
     await db.drop().catch((error: unknown) => {
-      process.stderr.write(`bench: could not drop ${db!.name}: ${String(error)}\n`)
+      process.stderr.write(`bench: could not drop ${db.name}: ${String(error)}\n`)
     })
   }
 

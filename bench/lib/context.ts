@@ -2,7 +2,8 @@
 // a place for raw figures, and helpers to start the server and load-generator children in a
 // scope that stops them when the scenario ends, whatever happens.
 import jwt from 'jsonwebtoken'
-import { BenchChild, sleep, type StartOptions } from './child.js'
+import { resolve } from 'node:path'
+import { BENCH_DIR, BenchChild, sleep, type StartOptions } from './child.js'
 import { newTenantId, type BenchDatabase } from './database.js'
 import type { Row } from './table.js'
 import type { ServerStats } from '../server/jobwire-server.js'
@@ -102,7 +103,7 @@ export class Context {
     return scope.start<ServerInfo>('server/jobwire-server.ts', {
       name: 'jobwire-server',
       env: this.serverEnv(extra),
-      nodeArgs: ['--expose-gc'],
+      nodeArgs: ['--expose-gc', ...profileArgs('jobwire-server')],
     })
   }
 
@@ -121,6 +122,19 @@ export class Context {
     if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${await res.text()}`)
     return (await res.json()) as T
   }
+}
+
+/**
+ * BENCH_CPU_PROF=1 writes a V8 CPU profile of each server child to bench/results/prof/ (open
+ * it in Chrome DevTools or speedscope). Profiling slows the server: never for the table.
+ */
+export function profileArgs(name: string): string[] {
+  if (process.env.BENCH_CPU_PROF !== '1') return []
+  return [
+    '--cpu-prof',
+    `--cpu-prof-dir=${resolve(BENCH_DIR, 'results', 'prof')}`,
+    `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`,
+  ]
 }
 
 /** Waits (bounded) until the server's counters satisfy `predicate`; returns the last reading. */

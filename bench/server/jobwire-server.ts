@@ -1,9 +1,23 @@
 // jobwire itself, as the bench's server child: startService(loadConfig(env)) exactly as
 // src/main.ts does, plus an IPC channel so the bench can read the hub's counters and force a
 // garbage collection before it reads the RSS (the process runs with --expose-gc).
+// It also counts every query the process sends (pg.Client#query, pool and listener alike): an
+// exact, lag-free figure beside pg_stat_database, whose counters PostgreSQL flushes late.
+import pg from 'pg'
 import { loadConfig } from '../../src/config/index.js'
 import { startService } from '../../src/service.js'
 import { serve } from '../lib/child.js'
+
+const queries = { total: 0, listener: 0 }
+type Query = (this: pg.Client, ...args: unknown[]) => unknown
+const originalQuery = pg.Client.prototype.query as unknown as Query
+;(pg.Client.prototype as unknown as { query: Query }).query = function (this: pg.Client, ...args) {
+  queries.total++
+  const app = (this as unknown as { connectionParameters?: { application_name?: string } })
+    .connectionParameters?.application_name
+  if (app === 'jobwire-listener') queries.listener++
+  return originalQuery.apply(this, args)
+}
 
 const service = await startService(loadConfig(process.env))
 
@@ -15,6 +29,9 @@ export interface ServerStats {
   fetches: number
   fetchedRows: number
   changes: number
+  /** Queries sent by this process so far: all, and those on the listener connection. */
+  queries: number
+  listenerQueries: number
   memory: NodeJS.MemoryUsage
 }
 
@@ -28,6 +45,8 @@ serve(
       fetches: service.hub.stats.fetches,
       fetchedRows: service.hub.stats.fetchedRows,
       changes: service.hub.stats.changes,
+      queries: queries.total,
+      listenerQueries: queries.listener,
       memory: process.memoryUsage(),
     }),
     gc: () => {
