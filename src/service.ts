@@ -22,6 +22,9 @@ import { streamRoutes } from './http/routes/streams.js'
 import { multiplexedRoutes } from './http/routes/multiplexed.js'
 import { attachWebSockets } from './http/ws-server.js'
 import { StreamRegistry } from './transports/stream-registry.js'
+import { RedisBridge } from './bridge/redis-bridge.js'
+import { startDemoWorker } from './dev/demo-worker.js'
+import { reapExpiredLeases } from './worker/sql.js'
 import { createMetrics } from './telemetry/metrics.js'
 
 export interface RunningService {
@@ -34,6 +37,7 @@ export interface RunningService {
   hub: Hub
   listener: Listener
   registry: StreamRegistry
+  bridge: RedisBridge | undefined
   /** Graceful stop, bounded by SHUTDOWN_TIMEOUT_MS. Idempotent. */
   close(): Promise<void>
 }
@@ -137,7 +141,45 @@ export async function startService(
       await listener.stop()
     })
 
-    // 6. HTTP.
+    // 6. Optional Redis bridge (events out to jobs:{id}:events, legacy reports in).
+    let bridge: RedisBridge | undefined
+    if (config.REDIS_URL && (config.BRIDGE_OUTBOUND || config.BRIDGE_INBOUND)) {
+      bridge = new RedisBridge({
+        redisUrl: config.REDIS_URL,
+        outbound: config.BRIDGE_OUTBOUND,
+        inbound: config.BRIDGE_INBOUND,
+        hub,
+        db,
+        logger: logger.child({ component: 'redis-bridge' }),
+      })
+      await bridge.start()
+      const started = bridge
+      cleanup.push(() => started.stop())
+    }
+
+    // 7. Workers: expired leases are reaped here too (a dead worker's job must not wait for
+    //    another worker to come), and in development the demo worker runs `demo` jobs.
+    if (config.LEASE_REAPER_INTERVAL_MS > 0) {
+      const reaper = setInterval(() => {
+        reapExpiredLeases(db).catch((error: unknown) =>
+          logger.warn({ err: error }, 'reaping expired leases failed'),
+        )
+      }, config.LEASE_REAPER_INTERVAL_MS)
+      reaper.unref()
+      cleanup.push(async () => clearInterval(reaper))
+    }
+    if (config.workerEnabled) {
+      const demo = startDemoWorker({
+        pool,
+        logger: logger.child({ component: 'demo-worker' }),
+        concurrency: config.WORKER_CONCURRENCY,
+        leaseSeconds: config.LEASE_SECONDS,
+        reapIntervalMs: config.LEASE_REAPER_INTERVAL_MS,
+      })
+      cleanup.push(() => demo.stop({ graceMs: 2000 }))
+    }
+
+    // 8. HTTP.
     const readiness = async (): Promise<ReadinessReport> => {
       const database = await sql`SELECT 1`.execute(db).then(
         () => 'ok' as const,
@@ -146,7 +188,13 @@ export async function startService(
       const listenerCheck = listener.isConnected ? ('ok' as const) : ('failing' as const)
       return {
         ready: database === 'ok' && listenerCheck === 'ok',
-        checks: { database, listener: listenerCheck },
+        checks: {
+          database,
+          listener: listenerCheck,
+          ...(bridge
+            ? { redis: bridge.status === 'ok' ? ('ok' as const) : ('degraded' as const) }
+            : {}),
+        },
       }
     }
     const streamDeps = {
@@ -221,7 +269,7 @@ export async function startService(
         logger.info('stopped')
       })())
 
-    return { url, server, db, databaseUrl, logger, hub, listener, registry, close }
+    return { url, server, db, databaseUrl, logger, hub, listener, registry, bridge, close }
   } catch (error) {
     await runCleanup()
     throw error

@@ -2,14 +2,18 @@
 //   Outbound (BRIDGE_OUTBOUND): every job event is published to `jobs:{jobId}:events` in the
 //   `events` vocabulary. Every instance watches every job (a global hub feed: each change is
 //   read once per instance in the usual batches) and publishes through a Lua script that
-//   does `SET NX` on a per-(job, version, event) key and PUBLISHes only when it won: exactly
-//   once per event with any number of instances, and no single leader whose failover would
-//   drop events. The guard keys expire after 10 minutes.
+//   keeps the job's last published version in Redis and publishes only a newer one: each
+//   version goes out once and in order, with any number of instances and no leader whose
+//   failover would drop events. Changes that arrive together may be read as one (like a
+//   stream's merged patch): their events then describe the step from the last published
+//   version. The version keys expire after 10 minutes.
 //   Inbound (BRIDGE_INBOUND, opt-in): reports that legacy workers publish on the same channels
 //   are validated and applied to the row with jobwire_apply_external(); the resulting NOTIFY
 //   reaches every watcher. Messages marked `origin: "jobwire"` are ours and never re-applied
 //   (no echo loop). One instance applies them: the holder of a Redis lease
-//   (`SET NX PX`, renewed every 5 s), so that several instances do not replay each message.
+//   (`SET NX PX` 15 s, renewed every 5 s), so that several instances do not replay each
+//   message. If the holder dies, reports published until another instance takes the lease
+//   (at most ~20 s) are not applied: pub/sub keeps nothing for absent subscribers.
 // Redis down never blocks the API: commands fail fast (no offline queue), ioredis reconnects,
 // and /readyz reports the bridge as degraded, not failed. Events published while Redis is
 // down are lost for Redis subscribers (jobwire's own streams are unaffected).
@@ -35,16 +39,16 @@ const LEASE_KEY = 'jobwire:bridge:inbound-lease'
 const LEASE_TTL_MS = 15_000
 const LEASE_RENEW_MS = 5_000
 
-// KEYS: one guard key per message. ARGV[1]: channel, ARGV[2]: guard TTL, ARGV[3..]: messages.
+// Publishes a change's events unless a newer (or the same) version of the job was already
+// published by any instance: per job, versions go out once and in order. KEYS[1]: the job's
+// last published version; ARGV[1]: channel, ARGV[2]: version, ARGV[3]: TTL ms, ARGV[4..]:
+// the messages.
 const PUBLISH_ONCE = `
-local published = 0
-for i, key in ipairs(KEYS) do
-  if redis.call('SET', key, '1', 'NX', 'PX', ARGV[2]) then
-    redis.call('PUBLISH', ARGV[1], ARGV[2 + i])
-    published = published + 1
-  end
-end
-return published`
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[2]) <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+for i = 4, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end
+return #ARGV - 3`
 
 // Renews the lease only for its holder. KEYS[1]: lease, ARGV[1]: holder, ARGV[2]: TTL.
 const RENEW_LEASE = `
@@ -134,6 +138,7 @@ export class RedisBridge {
         .catch((error: unknown) =>
           this.options.logger.warn({ err: error }, 'redis bridge: psubscribe failed'),
         )
+      this.publisher.on('ready', () => void this.renewLease())
       this.leaseTimer = setInterval(() => void this.renewLease(), LEASE_RENEW_MS)
       this.leaseTimer.unref()
       void this.renewLease()
@@ -163,10 +168,17 @@ export class RedisBridge {
       if (events.length > 0) this.stats.publishErrors++
       return
     }
-    const keys = events.map((e) => `jobwire:pub:{${doc.id}}:${doc.version}:${e.event}`)
     const messages = events.map((e) => JSON.stringify(outboundMessage(doc.id, doc.version, e)))
     this.publisher
-      .eval(PUBLISH_ONCE, keys.length, ...keys, channelFor(doc.id), GUARD_TTL_MS, ...messages)
+      .eval(
+        PUBLISH_ONCE,
+        1,
+        `jobwire:published:{${doc.id}}`,
+        channelFor(doc.id),
+        doc.version,
+        GUARD_TTL_MS,
+        ...messages,
+      )
       .then(
         (count) => (this.stats.published += Number(count)),
         (error: unknown) => {
