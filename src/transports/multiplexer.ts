@@ -4,7 +4,8 @@
 // version, shared by every connection of that sink kind) and writes bytes.
 // Promises, per job: snapshot first (or one patch on resume), then patches that test the
 // base version, then `end` once terminal, after which the job is dropped; while the socket
-// is congested nothing is queued: dirty jobs get one merged patch each when it drains.
+// is congested nothing is queued: each dirty job (subscribed, or seen on the feed) gets one
+// merged message when it drains.
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
 import type { FeedWatcher, JobChange, JobState, Watcher, WatchHandle } from '../events/hub.js'
 import { diffDocuments, type Operation } from '../events/patch.js'
@@ -50,6 +51,8 @@ export class Multiplexer implements FeedWatcher {
   private unwatchFeed: (() => void) | undefined
   /** What the feed delivered of jobs that are not individually subscribed. */
   private readonly feedDelivered = new Map<string, JobDocument>()
+  /** Feed jobs that changed while the sink was congested: the newest document of each. */
+  private readonly feedDirty = new Map<string, JobDocument>()
   /** Final versions of jobs that ended here: resume ids keep them (so a reconnect can 204). */
   private readonly ended = new Map<string, number>()
   private isClosed = false
@@ -105,6 +108,7 @@ export class Multiplexer implements FeedWatcher {
     // The feed may already have given the client this job: continue from there.
     const fromFeed = this.feedDelivered.get(sub.jobId)
     this.feedDelivered.delete(sub.jobId)
+    this.feedDirty.delete(sub.jobId)
     if (resumeFrom === undefined && fromFeed) resumeFrom = fromFeed.version
     if (resumeFrom !== undefined && resumeFrom === doc.version) {
       sub.delivered = doc
@@ -147,37 +151,27 @@ export class Multiplexer implements FeedWatcher {
     this.unwatchFeed?.()
     this.unwatchFeed = undefined
     this.feedDelivered.clear()
+    this.feedDirty.clear()
     this.checkIdle()
   }
 
   /** FeedWatcher: a job of the tenant changed (or was created). */
   onChange(change: JobChange): void {
     if (this.isClosed) return
-    if (this.jobs.has(change.doc.id) || this.pending.has(change.doc.id)) return // its own subscription delivers it
     const doc = change.doc
+    if (this.jobs.has(doc.id) || this.pending.has(doc.id)) return // its own subscription delivers it
     const base = this.feedDelivered.get(doc.id)
     if (base && base.version >= doc.version) {
       if (isTerminalStatus(doc.status)) this.feedDelivered.delete(doc.id)
       return
     }
-    this.feedDelivered.set(doc.id, doc)
-    const bytes = change.memoize(`${this.sink.kind}:feed:${base?.version ?? 'snapshot'}`, () =>
-      this.sink.encode(
-        base
-          ? {
-              type: 'patch',
-              job: doc.id,
-              version: doc.version,
-              patch: change.state.patchFrom(base.version) ?? diffDocuments(base, doc),
-            }
-          : { type: 'snapshot', job: doc.id, version: doc.version, doc },
-      ),
-    )
-    this.sink.write(bytes, doc.id, doc.version)
-    if (isTerminalStatus(doc.status)) {
-      this.feedDelivered.delete(doc.id)
-      this.send({ type: 'end', job: doc.id, version: doc.version, status: doc.status })
+    // Congested: keep only the newest document; drain() sends one message from `base`.
+    if (this.sink.isCongested()) {
+      this.feedDirty.set(doc.id, doc)
+      return
     }
+    this.feedDirty.delete(doc.id)
+    this.deliverFeed(doc, base, change)
   }
 
   /** Feed resume: a document read from the database (replay); skipped when not newer. */
@@ -186,8 +180,12 @@ export class Multiplexer implements FeedWatcher {
     if (this.jobs.has(doc.id)) return
     const known = this.feedDelivered.get(doc.id)
     if (known && known.version >= doc.version) return
+    // Kept even when terminal: the live notification of this same version may follow.
     this.feedDelivered.set(doc.id, doc)
+    this.feedDirty.delete(doc.id)
     this.send({ type: 'snapshot', job: doc.id, version: doc.version, doc })
+    if (isTerminalStatus(doc.status))
+      this.send({ type: 'end', job: doc.id, version: doc.version, status: doc.status })
   }
 
   error(status: number, detail: string, job?: string): void {
@@ -234,6 +232,13 @@ export class Multiplexer implements FeedWatcher {
       const state = sub.handle?.state
       if (state?.current) this.deliver(sub, state)
     }
+    for (const [id, doc] of this.feedDirty) {
+      if (this.sink.isCongested()) return
+      this.feedDirty.delete(id)
+      if (this.jobs.has(id) || this.pending.has(id)) continue
+      const base = this.feedDelivered.get(id)
+      if (!base || base.version < doc.version) this.deliverFeed(doc, base)
+    }
   }
 
   gone(jobId: string): void {
@@ -251,6 +256,30 @@ export class Multiplexer implements FeedWatcher {
     this.unwatchFeed?.()
     this.unwatchFeed = undefined
     this.feedDelivered.clear()
+    this.feedDirty.clear()
+  }
+
+  private deliverFeed(doc: JobDocument, base: JobDocument | undefined, change?: JobChange): void {
+    this.feedDelivered.set(doc.id, doc)
+    const encode = () =>
+      this.sink.encode(
+        base
+          ? {
+              type: 'patch',
+              job: doc.id,
+              version: doc.version,
+              patch: change?.state.patchFrom(base.version) ?? diffDocuments(base, doc),
+            }
+          : { type: 'snapshot', job: doc.id, version: doc.version, doc },
+      )
+    const bytes = change
+      ? change.memoize(`${this.sink.kind}:feed:${base?.version ?? 'snapshot'}`, encode)
+      : encode()
+    this.sink.write(bytes, doc.id, doc.version)
+    if (isTerminalStatus(doc.status)) {
+      this.feedDelivered.delete(doc.id)
+      this.send({ type: 'end', job: doc.id, version: doc.version, status: doc.status })
+    }
   }
 
   private endJob(sub: JobSubscription, doc: JobDocument): void {

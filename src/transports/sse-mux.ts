@@ -31,6 +31,8 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   private unregister: (() => void) | undefined
   private isEnded = false
   private isBlocked = false
+  /** Until open() wrote the headers, changes wait (as on a congested stream). */
+  private isOpen = false
 
   constructor(
     private readonly res: ServerResponse,
@@ -52,6 +54,9 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
       this.mux.drain()
     })
     this.res.write(sseRetry(this.options.retryMs))
+    this.isOpen = true
+    // Feed changes that arrived during the resume read, merged per job.
+    this.mux.drain()
   }
 
   encode(message: MuxMessage): Buffer {
@@ -71,7 +76,7 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   }
 
   isCongested(): boolean {
-    return this.isBlocked
+    return this.isBlocked || !this.isOpen
   }
 
   heartbeat(): void {
@@ -127,7 +132,8 @@ export function parseJobsResumeId(value: string | undefined): Map<string, number
 
 /** Parses an `f.` resume id into epoch ms, or undefined. */
 export function parseFeedResumeId(value: string | undefined): number | undefined {
-  if (!value?.startsWith('f.')) return undefined
-  const ms = parseInt(value.slice(2), 36)
+  const match = value === undefined ? null : /^f\.([0-9a-z]{1,11})$/.exec(value)
+  if (!match) return undefined
+  const ms = parseInt(match[1]!, 36)
   return Number.isSafeInteger(ms) && ms > 0 ? ms : undefined
 }
