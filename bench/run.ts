@@ -14,6 +14,8 @@ import { fanoutScenario } from './scenarios/fanout.js'
 import { latencyScenario } from './scenarios/latency.js'
 import { idleScenario } from './scenarios/idle.js'
 import { longPollScenario } from './scenarios/longpoll.js'
+import { getScenario } from './scenarios/get.js'
+import { updateScenario } from './scenarios/update.js'
 
 const WANTED_NOFILE = 65_536
 /** The whole run must stay under 10 minutes; a scenario that hangs is cut off here. */
@@ -29,6 +31,8 @@ const SCENARIOS: Record<string, Scenario> = {
   fanout: { targets: [2, 3], run: fanoutScenario },
   idle: { targets: [4], run: idleScenario },
   longpoll: { targets: [5], run: longPollScenario },
+  get: { targets: [6], run: getScenario },
+  update: { targets: [7], run: updateScenario },
 }
 const ALIASES: Record<string, string> = { memory: 'fanout' }
 
