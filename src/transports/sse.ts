@@ -45,6 +45,8 @@ export class SseJobStream implements Watcher, RegisteredStream {
   private delivered: JobDocument | undefined
   private isOpen = false
   private isCongested = false
+  /** Identifies the write whose flush reopens a congested stream. */
+  private flushTicket = 0
   private isEnded = false
 
   constructor(
@@ -166,8 +168,19 @@ export class SseJobStream implements Watcher, RegisteredStream {
     this.lastWriteAt = Date.now()
     this.options.onWrite?.(buffer.length)
     if (isEvent) this.options.onEvent?.()
-    const ok = this.res.write(buffer)
-    if (!ok || this.res.writableLength > this.options.highWaterBytes) this.isCongested = true
+    if (this.res.writableLength + buffer.length <= this.options.highWaterBytes) {
+      if (!this.res.write(buffer)) this.isCongested = true // 'drain' reopens the stream
+      return
+    }
+    // Past STREAM_HIGH_WATER_BYTES. res.write() may still return true (the socket's own mark,
+    // 16 KiB, can be higher than ours), and then no 'drain' ever comes: this write's callback,
+    // run once the bytes reached the kernel, reopens the stream instead. Only the newest such
+    // write counts, so an older callback cannot reopen a stream congested again since.
+    this.isCongested = true
+    const ticket = ++this.flushTicket
+    this.res.write(buffer, (error) => {
+      if (!error && ticket === this.flushTicket) this.onDrain()
+    })
   }
 
   private onDrain(): void {
