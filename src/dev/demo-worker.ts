@@ -76,6 +76,8 @@ export interface DemoWorkerOptions {
 
 export interface DemoWorker {
   workerId: string
+  /** Claims now instead of after the idle backoff (≤ 2 s), e.g. when a job was just created. */
+  wake(): void
   /** Finishes running demo jobs for up to graceMs (default 2000), then releases the rest. */
   stop(options?: { graceMs?: number }): Promise<void>
 }
@@ -94,6 +96,7 @@ export function startDemoWorker(options: DemoWorkerOptions): DemoWorker {
   worker.start()
   return {
     workerId: worker.workerId,
+    wake: () => worker.wake(),
     stop: ({ graceMs = 2000 } = {}) => worker.stop({ graceMs }),
   }
 }

@@ -4,4 +4,5 @@
 export { createWorker, type Worker, type WorkerOptions } from './runtime.js'
 export type { JobContext, JobHandler, WorkerLogger } from './job-run.js'
 export { JobAbortedError, JobFailure, type AbortCause, type JobFailureOptions } from './failure.js'
+export { startLeaseReaper, type LeaseReaper } from './lease-reaper.js'
 export { WORKER_SQLSTATE } from './sql.js'

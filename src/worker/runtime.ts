@@ -20,7 +20,8 @@ import { randomBytes } from 'node:crypto'
 import type pg from 'pg'
 import { createDb, createPool, type Db } from '../db/pool.js'
 import { JobRun, type JobHandler, type WorkerLogger } from './job-run.js'
-import { claimJobs, reapExpiredLeases } from './sql.js'
+import { startLeaseReaper, type LeaseReaper } from './lease-reaper.js'
+import { claimJobs } from './sql.js'
 
 export interface WorkerOptions {
   /** A pool to use (not ended by stop()), or a connection string for a pool the worker owns. */
@@ -85,8 +86,7 @@ class WorkerRuntime implements Worker {
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new'
   private loopDone: Promise<void> = Promise.resolve()
   private stopped: Promise<void> | undefined
-  private reapTimer: ReturnType<typeof setInterval> | undefined
-  private reaping: Promise<void> | undefined
+  private reaper: LeaseReaper | undefined
   private interrupt: (() => void) | undefined
   private isWakeRequested = false
 
@@ -133,8 +133,11 @@ class WorkerRuntime implements Worker {
       'worker started',
     )
     if (this.reapIntervalMs > 0) {
-      this.reap()
-      this.reapTimer = setInterval(() => this.reap(), this.reapIntervalMs)
+      this.reaper = startLeaseReaper({
+        db: this.db,
+        intervalMs: this.reapIntervalMs,
+        logger: this.log,
+      })
     }
     this.loopDone = this.claimLoop()
   }
@@ -152,7 +155,7 @@ class WorkerRuntime implements Worker {
   private async shutdown(graceMs: number): Promise<void> {
     const wasRunning = this.state === 'running'
     this.state = 'stopping'
-    if (this.reapTimer) clearInterval(this.reapTimer)
+    const reaperStopped = this.reaper?.stop()
     this.interrupt?.()
     await this.loopDone
     if (wasRunning && this.runs.size > 0) {
@@ -165,7 +168,7 @@ class WorkerRuntime implements Worker {
         await Promise.all(left.map((run) => run.release('worker stopped')))
       }
     }
-    await this.reaping
+    await reaperStopped
     if (this.ownsPool) await this.db.destroy()
     this.state = 'stopped'
     this.log.info({ workerId: this.workerId }, 'worker stopped')
@@ -239,20 +242,6 @@ class WorkerRuntime implements Worker {
         done()
       }
     })
-  }
-
-  private reap(): void {
-    if (this.reaping || this.state !== 'running') return
-    this.reaping = reapExpiredLeases(this.db)
-      .then(
-        (count) => {
-          if (count > 0) this.log.info({ count }, 'reaped jobs with expired leases')
-        },
-        (error: unknown) => this.log.warn({ err: error }, 'lease reaper failed'),
-      )
-      .finally(() => {
-        this.reaping = undefined
-      })
   }
 }
 

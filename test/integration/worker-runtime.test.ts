@@ -9,10 +9,12 @@ import {
   createWorker,
   JobAbortedError,
   JobFailure,
+  startLeaseReaper,
   type JobHandler,
   type Worker,
   type WorkerOptions,
 } from '../../src/worker/index.js'
+import { createDb } from '../../src/db/pool.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 
 let database: TestDatabase
@@ -191,6 +193,32 @@ describe('the worker runtime', () => {
       'completed',
     ])
     expect(seenBy).toHaveLength(1)
+  })
+
+  it("re-queues a dead worker's job from a lease reaper alone (what the service runs)", async () => {
+    const type = jobType()
+    const id = await insertJob(type)
+    await pool.query('SELECT * FROM jobwire_claim($1, $2, 1, 1)', ['dead-worker', [type]])
+    const logged: object[] = []
+    const noop = () => undefined
+    const reaper = startLeaseReaper({
+      db: createDb(pool), // not destroyed: the pool is the test's
+      intervalMs: 100,
+      logger: { debug: noop, info: (obj) => logged.push(obj), warn: noop, error: noop },
+    })
+    try {
+      await listener.until((all) =>
+        all.some((n) => n.id === id && n.status === 'queued' && n.version > 1),
+      )
+    } finally {
+      await reaper.stop()
+    }
+    expect(await readJob(id)).toMatchObject({
+      status: 'queued',
+      attempts: 1,
+      error: { message: 'lease expired', code: 'lease_expired' },
+    })
+    expect(logged).toContainEqual({ count: expect.any(Number) as number })
   })
 
   it('retries a failed attempt and then succeeds, keeping the error of the failed attempt', async () => {
