@@ -3,7 +3,7 @@
 // too). Over the limit: 429 problem+json with Retry-After and RateLimit-* headers. The
 // counters live in this process: N instances allow N× the limit in total (docs/decisions.md).
 import type { Request, RequestHandler } from 'express'
-import { rateLimit } from 'express-rate-limit'
+import { rateLimit, type RateLimitInfo } from 'express-rate-limit'
 import type { Config } from '../config/index.js'
 import { TooManyRequestsError, UnauthorizedError } from '../errors.js'
 import type { Authenticator } from './auth.js'
@@ -19,6 +19,11 @@ export interface RateLimitOptions {
   onRejected?(kind: RateLimitKind): void
 }
 
+/** Each limiter keeps its own info on the request (the default property is shared). */
+function infoOf(req: Request, kind: RateLimitKind): RateLimitInfo | undefined {
+  return (req as Request & Record<string, RateLimitInfo | undefined>)[`rateLimit_${kind}`]
+}
+
 function limiter(
   kind: RateLimitKind,
   limit: number,
@@ -32,11 +37,12 @@ function limiter(
     limit,
     standardHeaders: 'draft-6',
     legacyHeaders: false,
+    requestPropertyName: `rateLimit_${kind}`,
     ...(key ? { keyGenerator: key } : {}),
     skip,
     handler: (req, _res, next) => {
       onRejected?.(kind)
-      const reset = (req as Request & { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime
+      const reset = infoOf(req, kind)?.resetTime
       const seconds = reset ? (reset.getTime() - Date.now()) / 1000 : windowMs / 1000
       const who =
         kind === 'ip' ? 'from your address' : kind === 'user' ? 'for your user' : 'for your tenant'
@@ -112,6 +118,24 @@ export function authenticateAndLimit(
         onRejected,
       ),
     )
+  }
+  if (config.RATE_LIMIT_PER_USER > 0 && config.RATE_LIMIT_PER_TENANT > 0) {
+    // Both limiters write RateLimit-* and the tenant's, written last, wins. A client must
+    // see the limit it will hit first: the one with the fewest requests left.
+    chain.push((req, res, next) => {
+      const user = infoOf(req, 'user')
+      const tenant = infoOf(req, 'tenant')
+      if (user && tenant && user.remaining < tenant.remaining) {
+        const resetSeconds = user.resetTime
+          ? Math.max(0, Math.ceil((user.resetTime.getTime() - Date.now()) / 1000))
+          : Math.ceil(windowMs / 1000)
+        res.setHeader('RateLimit-Policy', `${user.limit};w=${Math.ceil(windowMs / 1000)}`)
+        res.setHeader('RateLimit-Limit', String(user.limit))
+        res.setHeader('RateLimit-Remaining', String(user.remaining))
+        res.setHeader('RateLimit-Reset', String(resetSeconds))
+      }
+      next()
+    })
   }
   return chain
 }

@@ -21,6 +21,9 @@ export function userKeyOf(principal: Principal): string {
   return `${principal.tenantId}:${principal.userId}`
 }
 
+/** Streams past the cap check whose opening still awaits a read, per registry and key. */
+const opening = new WeakMap<StreamRegistry, Map<string, number>>()
+
 /** 429 when the caller already holds its share of concurrent streams (0 disables a cap). */
 export function assertStreamCapacity(
   deps: StreamDeps,
@@ -28,20 +31,50 @@ export function assertStreamCapacity(
   onReject?: () => void,
 ): void {
   const { user, tenant } = deps.registry.countFor(principal.tenantId, userKeyOf(principal))
+  const pending = opening.get(deps.registry)
+  const users = user + (pending?.get(`u:${userKeyOf(principal)}`) ?? 0)
+  const tenants = tenant + (pending?.get(`t:${principal.tenantId}`) ?? 0)
   const { maxStreamsPerUser, maxStreamsPerTenant } = deps.limits
-  if (maxStreamsPerUser > 0 && user >= maxStreamsPerUser) {
+  if (maxStreamsPerUser > 0 && users >= maxStreamsPerUser) {
     onReject?.()
     throw new TooManyRequestsError(
-      `You already have ${user} open streams (the limit is ${maxStreamsPerUser}); close one first.`,
+      `You already have ${users} open streams (the limit is ${maxStreamsPerUser}); close one first.`,
       5,
     )
   }
-  if (maxStreamsPerTenant > 0 && tenant >= maxStreamsPerTenant) {
+  if (maxStreamsPerTenant > 0 && tenants >= maxStreamsPerTenant) {
     onReject?.()
     throw new TooManyRequestsError(
-      `Your tenant already has ${tenant} open streams (the limit is ${maxStreamsPerTenant}).`,
+      `Your tenant already has ${tenants} open streams (the limit is ${maxStreamsPerTenant}).`,
       5,
     )
+  }
+}
+
+/**
+ * assertStreamCapacity(), then holds the slot until release() — call it once the stream is
+ * in the registry or has failed — so that concurrent opens, each awaiting its authorising
+ * read, cannot all pass the check.
+ */
+export function reserveStream(
+  deps: StreamDeps,
+  principal: Principal,
+  onReject?: () => void,
+): () => void {
+  assertStreamCapacity(deps, principal, onReject)
+  let pending = opening.get(deps.registry)
+  if (!pending) opening.set(deps.registry, (pending = new Map()))
+  const keys = [`u:${userKeyOf(principal)}`, `t:${principal.tenantId}`]
+  for (const key of keys) pending.set(key, (pending.get(key) ?? 0) + 1)
+  let isReleased = false
+  return () => {
+    if (isReleased) return
+    isReleased = true
+    for (const key of keys) {
+      const n = (pending.get(key) ?? 0) - 1
+      if (n > 0) pending.set(key, n)
+      else pending.delete(key)
+    }
   }
 }
 

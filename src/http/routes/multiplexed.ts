@@ -9,11 +9,11 @@
 //   * feed: resume replays jobs changed since the last event (minus a 5 s margin for
 //     transactions that committed late), up to FEED_RESUME_MAX_JOBS; beyond that a `reset`
 //     event tells the client to re-list.
-import { Router } from 'express'
+import { Router, type Response } from 'express'
 import { z } from 'zod'
 import type { Config } from '../../config/index.js'
 import { listChangedSince } from '../../db/jobs.js'
-import { withTenant } from '../../db/tenant-transaction.js'
+import { withTenant, type Principal } from '../../db/tenant-transaction.js'
 import { AppError, ForbiddenError, JobNotFoundError, ValidationError } from '../../errors.js'
 import { isTerminalStatus } from '../../protocol/job.js'
 import { toJobDocument } from '../../events/document.js'
@@ -21,7 +21,7 @@ import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
 import { parseFeedResumeId, parseJobsResumeId, SseMuxStream } from '../../transports/sse-mux.js'
 import { assertUserToken } from '../auth.js'
 import { principalOf } from '../authenticate.js'
-import { assertStreamCapacity, subscribeJob, userKeyOf, type StreamDeps } from '../subscribe.js'
+import { reserveStream, subscribeJob, userKeyOf, type StreamDeps } from '../subscribe.js'
 import { parseRequest } from '../validation.js'
 
 const FEED_RESUME_MARGIN_MS = 5000
@@ -71,7 +71,20 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     const query = parseRequest(querySchema, req.query, 'query')
     const lastEventId = (req.headers[HEADER.lastEventId] as string | undefined) ?? query.lastEventId
     if (!query.jobs) assertUserToken(principal, 'open the tenant feed')
-    assertStreamCapacity(deps, principal, deps.onCapRejected)
+    const release = reserveStream(deps, principal, deps.onCapRejected)
+    try {
+      await serve(principal, query, lastEventId, res)
+    } finally {
+      release()
+    }
+  })
+
+  async function serve(
+    principal: Principal,
+    query: z.infer<typeof querySchema>,
+    lastEventId: string | undefined,
+    res: Response,
+  ): Promise<void> {
     const stream = new SseMuxStream(res, {
       mode: query.jobs ? 'jobs' : 'feed',
       tenantId: principal.tenantId,
@@ -184,7 +197,7 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
         resumeFrom !== undefined && resumeFrom <= handle.state.version ? resumeFrom : undefined,
       )
     }
-  })
+  }
 
   return router
 }

@@ -1,0 +1,217 @@
+// Request rate limits (per user, per tenant, per IP for failed authentication) and the cap on
+// concurrent streams (SSE + WebSocket + parked long-polls, per user and per tenant).
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import {
+  createJob,
+  newTenant,
+  startTestService,
+  tokenFor,
+  type TestService,
+} from '../helpers/service.js'
+import { openSse, type SseClient } from '../helpers/sse.js'
+import { openWs, refusedUpgrade, until, type WsClient } from '../helpers/ws.js'
+
+let database: TestDatabase
+/** Small request limits; stream caps off. */
+let limited: TestService
+/** Small stream caps; request limits at their defaults. */
+let capped: TestService
+
+beforeAll(async () => {
+  database = await createTestDatabase()
+  ;[limited, capped] = await Promise.all([
+    startTestService(database.url, {
+      RATE_LIMIT_PER_USER: '5',
+      RATE_LIMIT_PER_TENANT: '8',
+      RATE_LIMIT_PER_IP: '3',
+      MAX_STREAMS_PER_USER: '0',
+      MAX_STREAMS_PER_TENANT: '0',
+    }),
+    startTestService(database.url, { MAX_STREAMS_PER_USER: '2', MAX_STREAMS_PER_TENANT: '3' }),
+  ])
+})
+afterAll(async () => {
+  await Promise.all([limited?.close(), capped?.close()])
+  await database?.drop()
+})
+
+async function expectTooMany(res: Response, detail: RegExp): Promise<void> {
+  expect(res.status).toBe(429)
+  expect(res.headers.get('content-type')).toBe('application/problem+json')
+  const retryAfter = Number(res.headers.get('retry-after'))
+  expect(Number.isInteger(retryAfter) && retryAfter >= 1).toBe(true)
+  expect(await res.json()).toMatchObject({
+    type: expect.stringMatching(/too-many-requests$/),
+    status: 429,
+    detail: expect.stringMatching(detail),
+  })
+}
+
+describe('request rate limits', () => {
+  it('answers the (N+1)th request of a user with 429, Retry-After and RateLimit-*', async () => {
+    const t = newTenant()
+    for (let i = 1; i <= 5; i++) {
+      const res = await limited.fetch('/v1/jobs', { token: t.alice })
+      expect(res.status).toBe(200)
+      expect(res.headers.get('ratelimit-limit')).toBe('5')
+      expect(res.headers.get('ratelimit-remaining')).toBe(String(5 - i))
+    }
+    const sixth = await limited.fetch('/v1/jobs', { token: t.alice })
+    expect(sixth.headers.get('ratelimit-limit')).toBe('5')
+    expect(sixth.headers.get('ratelimit-remaining')).toBe('0')
+    expect(Number(sixth.headers.get('retry-after'))).toBeLessThanOrEqual(60)
+    expect(Number(sixth.headers.get('ratelimit-reset'))).toBeGreaterThan(0)
+    await expectTooMany(sixth, /your user/)
+    // Other users are not affected.
+    expect((await limited.fetch('/v1/jobs', { token: t.bob })).status).toBe(200)
+    expect((await limited.fetch('/v1/jobs', { token: newTenant().alice })).status).toBe(200)
+  })
+
+  it('limits a tenant across its users', async () => {
+    const t = newTenant()
+    for (let i = 0; i < 5; i++)
+      expect((await limited.fetch('/v1/jobs', { token: t.alice })).status).toBe(200)
+    for (let i = 0; i < 3; i++)
+      expect((await limited.fetch('/v1/jobs', { token: t.bob })).status).toBe(200)
+    // Bob has used 3 of his 5, but the tenant all 8 of its.
+    const res = await limited.fetch('/v1/jobs', { token: t.bob })
+    expect(res.headers.get('ratelimit-limit')).toBe('8')
+    expect(res.headers.get('ratelimit-remaining')).toBe('0')
+    await expectTooMany(res, /your tenant/)
+    await expectTooMany(await limited.fetch('/v1/jobs', { token: t.admin }), /your tenant/)
+    expect((await limited.fetch('/v1/jobs', { token: newTenant().admin })).status).toBe(200)
+  })
+
+  it('limits failed authentications per IP, and only those', async () => {
+    const bad = [
+      {},
+      { token: 'garbage' },
+      { token: tokenFor({}, { expiresIn: -60 }) },
+    ] satisfies Array<{ token?: string }>
+    for (const init of bad) {
+      const res = await limited.fetch('/v1/jobs', init)
+      expect(res.status).toBe(401)
+      expect(res.headers.get('ratelimit-limit')).toBe('3')
+    }
+    await expectTooMany(await limited.fetch('/v1/jobs', { token: 'guess' }), /your address/)
+    await expectTooMany(await limited.fetch('/v1/jobs'), /your address/)
+    // A valid token from the same address is still served.
+    expect((await limited.fetch('/v1/jobs', { token: newTenant().admin })).status).toBe(200)
+  })
+})
+
+describe('concurrent stream caps', () => {
+  const open: Array<() => void> = []
+  afterEach(async () => {
+    for (const close of open.splice(0)) close()
+    await until(() => capped.registry.size === 0, 'every stream to close')
+  })
+
+  async function sse(path: string, token: string): Promise<SseClient> {
+    const stream = await openSse(`${capped.url}${path}`, {
+      headers: { authorization: `Bearer ${token}` },
+    })
+    open.push(() => stream.close())
+    return stream
+  }
+
+  async function ws(token: string): Promise<WsClient> {
+    const client = await openWs(`${capped.url.replace(/^http/, 'ws')}/v1/ws?token=${token}`)
+    open.push(() => client.socket.terminate())
+    return client
+  }
+
+  /** A long-poll that parks (waits for a terminal status); resolves once it is registered. */
+  async function park(jobId: string, token: string): Promise<() => void> {
+    const before = capped.registry.size
+    const controller = new AbortController()
+    const pending = capped
+      .fetch(`/v1/jobs/${jobId}/wait?timeout=30`, { token, signal: controller.signal })
+      .catch(() => undefined)
+    await until(() => capped.registry.size === before + 1, 'the long-poll to park')
+    const abort = () => controller.abort()
+    open.push(abort)
+    void pending
+    return abort
+  }
+
+  it('refuses the (cap+1)th stream of a user with 429 on every transport, before it opens', async () => {
+    const t = newTenant()
+    const job = await createJob(capped, t.alice)
+    const first = await sse(`/v1/jobs/${job.id}/events`, t.alice)
+    expect(first.status).toBe(200)
+    const abortWait = await park(job.id, t.alice)
+    expect(capped.registry.size).toBe(2)
+
+    const third = await capped.fetch(`/v1/jobs/${job.id}/events`, { token: t.alice })
+    await expectTooMany(third, /open streams/)
+    await expectTooMany(
+      await capped.fetch(`/v1/events?jobs=${job.id}`, { token: t.alice }),
+      /open streams/,
+    )
+    await expectTooMany(await capped.fetch('/v1/events', { token: t.alice }), /open streams/)
+    await expectTooMany(
+      await capped.fetch(`/v1/jobs/${job.id}/wait?timeout=30`, { token: t.alice }),
+      /open streams/,
+    )
+    const upgrade = await refusedUpgrade(
+      `${capped.url.replace(/^http/, 'ws')}/v1/ws?token=${t.alice}`,
+    )
+    expect(upgrade.status).toBe(429)
+    expect(upgrade.headers['retry-after']).toBeDefined()
+    expect(capped.registry.size).toBe(2)
+
+    // Closing one frees a slot: the SSE stream first, then the parked long-poll.
+    first.close()
+    await until(() => capped.registry.size === 1, 'the SSE stream to be released')
+    const socket = await ws(t.alice)
+    socket.send({ op: 'subscribe', jobs: [job.id] })
+    await socket.nextFor(job.id, 'snapshot')
+    abortWait()
+    await until(() => capped.registry.size === 1, 'the long-poll to be released')
+    const again = await sse(`/v1/jobs/${job.id}/events`, t.alice)
+    expect(again.status).toBe(200)
+    await again.next('snapshot')
+  })
+
+  it('holds the cap when many multiplexed streams open at once', async () => {
+    const t = newTenant()
+    const job = await createJob(capped, t.alice)
+    const controllers = Array.from({ length: 6 }, () => new AbortController())
+    for (const c of controllers) open.push(() => c.abort())
+    // Each open awaits its authorising read after the cap check: all run concurrently.
+    const answers = await Promise.all(
+      controllers.map((c) =>
+        capped.fetch(`/v1/events?jobs=${job.id}`, { token: t.alice, signal: c.signal }),
+      ),
+    )
+    expect(answers.map((r) => r.status).sort()).toEqual([200, 200, 429, 429, 429, 429])
+    expect(capped.registry.size).toBe(2)
+  })
+
+  it('counts WebSockets too, and caps a tenant across its users', async () => {
+    const t = newTenant()
+    const job = await createJob(capped, t.admin)
+    await ws(t.alice)
+    await ws(t.alice)
+    await expectTooMany(
+      await capped.fetch(`/v1/jobs/${job.id}/events`, { token: t.alice }),
+      /open streams/,
+    )
+    // The admin's first stream is the tenant's third; Bob's first is over the tenant's cap.
+    const admins = await sse(`/v1/jobs/${job.id}/events`, t.admin)
+    expect(admins.status).toBe(200)
+    await expectTooMany(
+      await capped.fetch(`/v1/jobs/${job.id}/events`, { token: t.bob }),
+      /tenant already has 3/,
+    )
+    expect(
+      (await refusedUpgrade(`${capped.url.replace(/^http/, 'ws')}/v1/ws?token=${t.bob}`)).status,
+    ).toBe(429)
+    // Another tenant is not affected.
+    const other = newTenant()
+    const theirs = await createJob(capped, other.admin)
+    const stream = await sse(`/v1/jobs/${theirs.id}/events`, other.admin)
+    expect(stream.status).toBe(200)
+  })
+})
