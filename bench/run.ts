@@ -16,6 +16,8 @@ import { idleScenario } from './scenarios/idle.js'
 import { longPollScenario } from './scenarios/longpoll.js'
 import { getScenario } from './scenarios/get.js'
 import { updateScenario } from './scenarios/update.js'
+import { pollingScenario } from './scenarios/polling.js'
+import { authzScenario } from './scenarios/authz.js'
 
 const WANTED_NOFILE = 65_536
 /** The whole run must stay under 10 minutes; a scenario that hangs is cut off here. */
@@ -33,6 +35,8 @@ const SCENARIOS: Record<string, Scenario> = {
   longpoll: { targets: [5], run: longPollScenario },
   get: { targets: [6], run: getScenario },
   update: { targets: [7], run: updateScenario },
+  polling: { targets: [10], run: pollingScenario },
+  authz: { targets: [11], run: authzScenario },
 }
 const ALIASES: Record<string, string> = { memory: 'fanout' }
 

@@ -3,21 +3,12 @@
 // garbage collection before it reads the RSS (the process runs with --expose-gc).
 // It also counts every query the process sends (pg.Client#query, pool and listener alike): an
 // exact, lag-free figure beside pg_stat_database, whose counters PostgreSQL flushes late.
-import pg from 'pg'
 import { loadConfig } from '../../src/config/index.js'
 import { startService } from '../../src/service.js'
 import { serve } from '../lib/child.js'
+import { countQueries } from '../lib/query-counter.js'
 
-const queries = { total: 0, listener: 0 }
-type Query = (this: pg.Client, ...args: unknown[]) => unknown
-const originalQuery = pg.Client.prototype.query as unknown as Query
-;(pg.Client.prototype as unknown as { query: Query }).query = function (this: pg.Client, ...args) {
-  queries.total++
-  const app = (this as unknown as { connectionParameters?: { application_name?: string } })
-    .connectionParameters?.application_name
-  if (app === 'jobwire-listener') queries.listener++
-  return originalQuery.apply(this, args)
-}
+const queries = countQueries()
 
 const service = await startService(loadConfig(process.env))
 
