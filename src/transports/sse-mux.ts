@@ -33,6 +33,8 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   private isBlocked = false
   /** Until open() wrote the headers, changes wait (as on a congested stream). */
   private isOpen = false
+  /** Identifies the write whose flush reopens a congested stream. */
+  private flushTicket = 0
 
   constructor(
     private readonly res: ServerResponse,
@@ -49,10 +51,7 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
     this.res.writeHead(200, SSE_HEADERS)
     this.unregister = registry.add(this)
     this.res.on('close', () => this.dispose())
-    this.res.on('drain', () => {
-      this.isBlocked = false
-      this.mux.drain()
-    })
+    this.res.on('drain', () => this.onDrained())
     this.res.write(sseRetry(this.options.retryMs))
     this.isOpen = true
     // Feed changes that arrived during the resume read, merged per job.
@@ -68,11 +67,28 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
     this.lastWriteAt = Date.now()
     const id = job === undefined || version === undefined ? '' : `id: ${this.resumeId()}\n`
     this.options.onWrite?.(bytes.length + id.length)
+    const fits = this.res.writableLength + id.length + bytes.length <= this.options.highWaterBytes
     this.res.cork()
     if (id) this.res.write(id)
-    const ok = this.res.write(bytes)
+    if (fits) {
+      if (!this.res.write(bytes)) this.isBlocked = true // 'drain' reopens the stream
+    } else {
+      // Past STREAM_HIGH_WATER_BYTES, res.write() may still return true (the socket's own
+      // mark, 16 KiB, can be higher) and then no 'drain' comes: this write's callback reopens
+      // the stream once flushed. Only the newest such write counts (as in sse.ts).
+      this.isBlocked = true
+      const ticket = ++this.flushTicket
+      this.res.write(bytes, (error) => {
+        if (!error && ticket === this.flushTicket) this.onDrained()
+      })
+    }
     this.res.uncork()
-    if (!ok || this.res.writableLength > this.options.highWaterBytes) this.isBlocked = true
+  }
+
+  private onDrained(): void {
+    if (this.isEnded) return
+    this.isBlocked = false
+    this.mux.drain()
   }
 
   isCongested(): boolean {

@@ -30,10 +30,19 @@ class FakeResponse extends EventEmitter {
     this.headersSent = true
     return this
   }
-  write(chunk: string | Buffer): boolean {
+  /** Callbacks of writes not yet "flushed" (see flush()). */
+  callbacks: Array<(error?: Error | null) => void> = []
+  write(chunk: string | Buffer, callback?: (error?: Error | null) => void): boolean {
     if (!this.headersSent) throw new Error('a write before the headers')
     this.chunks.push(chunk.toString())
+    this.writableLength += chunk.length
+    if (callback) this.callbacks.push(callback)
     return true
+  }
+  /** The kernel took everything: run the pending write callbacks. */
+  flush(): void {
+    this.writableLength = 0
+    for (const callback of this.callbacks.splice(0)) callback(null)
   }
   cork(): void {}
   uncork(): void {}
@@ -219,7 +228,7 @@ describe('parseFeedResumeId', () => {
   })
 })
 
-describe('SseMuxStream before open()', () => {
+describe('SseMuxStream flow control', () => {
   it('holds feed changes that arrive during the resume read and sends them after the headers', () => {
     const res = new FakeResponse()
     const stream = new SseMuxStream(res as unknown as ServerResponse, options('feed'))
@@ -247,6 +256,45 @@ describe('SseMuxStream before open()', () => {
     // The replay read returned an older version: it is not sent again.
     stream.mux.replay({ doc: doc(id, 2) })
     expect(res.events).toHaveLength(1)
+    stream.close('shutdown')
+  })
+
+  it('reopens once a write past STREAM_HIGH_WATER_BYTES was flushed, with no drain event', () => {
+    const res = new FakeResponse()
+    const stream = new SseMuxStream(res as unknown as ServerResponse, {
+      ...options('jobs'),
+      highWaterBytes: 1024,
+    })
+    stream.open(new StreamRegistry({ heartbeatMs: 60_000 }))
+    const id = '0a000000-0000-4000-8000-00000000000a'
+    const state = new JobState(id, 8)
+    state.advance(doc(id, 1))
+    const watcher = stream.mux.prepare(id)
+    state.watchers.add(watcher)
+    stream.mux.start(watcher, { state, close: () => undefined }, undefined)
+    const change = (v: number) => {
+      const next = { ...doc(id, v), step: 'x'.repeat(200) + v }
+      const previous = state.current
+      state.advance(next)
+      watcher.onChange(new JobChange(state, next, previous))
+    }
+    // The socket already holds more than our mark, though below its own 16 KiB.
+    res.writableLength = 1000
+    change(2)
+    expect(stream.isCongested()).toBe(true)
+    change(3)
+    change(4)
+    expect(res.events.map((e) => e.event)).toEqual(['snapshot', 'patch'])
+    res.flush()
+    expect(stream.isCongested()).toBe(false)
+    const events = res.events
+    expect(events.map((e) => e.event)).toEqual(['snapshot', 'patch', 'patch'])
+    expect(events[2]!.data).toMatchObject({ version: 4 })
+    expect((events[2]!.data.patch as unknown[])[0]).toEqual({
+      op: 'test',
+      path: '/version',
+      value: 2,
+    })
     stream.close('shutdown')
   })
 })
