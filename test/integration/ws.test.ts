@@ -206,6 +206,27 @@ describe('GET /v1/ws', () => {
     expect(ws.messages.filter((m) => m.doc?.type === 'unseen')).toEqual([])
   })
 
+  it("gives a member's feed only the member's own jobs", async () => {
+    const t = newTenant()
+    const ws = await connect('/v1/ws', t.alice)
+    ws.send({ op: 'subscribe', feed: 'tenant' })
+    const marker = await createJob(service, t.alice)
+    await sync(ws, marker.id)
+    const insert = async (owner: string) =>
+      (
+        await sql.query<{ id: string }>(
+          `INSERT INTO job_queue (tenant_id, owner_id, type) VALUES ($1, $2, 'feed') RETURNING id`,
+          [t.tenantId, owner],
+        )
+      ).rows[0]!.id
+    const bobs = await insert('bob')
+    const own = await insert('alice')
+    await ws.nextFor(own, 'snapshot')
+    await sql.query(`UPDATE job_queue SET progress = 1 WHERE id = $1`, [marker.id])
+    await ws.nextFor(marker.id, 'patch')
+    expect(ws.messages.some((m) => m.job === bobs)).toBe(false)
+  })
+
   it("answers another tenant's job with 404 and never sends anything about it", async () => {
     const mine = newTenant()
     const theirs = newTenant()
@@ -245,6 +266,13 @@ describe('GET /v1/ws', () => {
     const errors = await Promise.all([ws.next('error'), ws.next('error'), ws.next('error')])
     for (const e of errors) expect(e).toMatchObject({ status: 400 })
     expect((await ws.closed).code).toBe(1008)
+  })
+
+  it('closes with 1009 when a message is larger than WS_MAX_MESSAGE_BYTES', async () => {
+    const t = newTenant()
+    const ws = await connect('/v1/ws', t.admin)
+    ws.send({ op: 'subscribe', jobs: Array.from({ length: 2000 }, () => randomUUID()) })
+    expect((await ws.closed).code).toBe(1009)
   })
 
   it('refuses a subscription beyond WS_MAX_SUBSCRIPTIONS with error 429', async () => {
