@@ -89,10 +89,17 @@ export class JobRun {
     this.id = row.id
     this.log = settings.logger
     this.coalescer = new ProgressCoalescer(
-      (value) =>
-        reportProgress(settings.db, row.id, settings.workerId, value, settings.leaseSeconds).then(
-          (state) => this.onLeaseAnswer(state, Date.now()),
-        ),
+      (value) => {
+        // The lease is renewed from when the request was sent, at the latest.
+        const sentAt = Date.now()
+        return reportProgress(
+          settings.db,
+          row.id,
+          settings.workerId,
+          value,
+          settings.leaseSeconds,
+        ).then((state) => this.onLeaseAnswer(state, sentAt))
+      },
       { minIntervalMs: settings.progressIntervalMs, onError: (error) => this.onWriteError(error) },
     )
     this.armLeaseDeadline(claimedAt)

@@ -14,7 +14,8 @@
 // record their outcomes, then abort the rest (ctx.signal, cause 'worker-stopping') and release
 // their jobs with jobwire_release: queued, due at once, the interrupted attempt not counted, and
 // error {message: 'worker stopped', code: 'worker_stopped'} visible until the next attempt. A
-// stop is the operator's doing, not the job's fault, so it must not use up max_attempts.
+// stop is the operator's doing, not the job's fault, so it must not use up max_attempts. A
+// handler that ignores its signal keeps running in the background; its outcome is discarded.
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import type pg from 'pg'

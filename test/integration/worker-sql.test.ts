@@ -117,8 +117,11 @@ async function listen() {
       while (!received.some(predicate)) {
         if (Date.now() > deadline) throw new Error('no matching notification in time')
         await new Promise<void>((resolve) => {
-          waiters.push(resolve)
-          setTimeout(resolve, deadline - Date.now())
+          const timer = setTimeout(resolve, deadline - Date.now())
+          waiters.push(() => {
+            clearTimeout(timer)
+            resolve()
+          })
         })
       }
     },
