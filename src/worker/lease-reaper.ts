@@ -18,6 +18,9 @@ export function startLeaseReaper(options: {
   logger: WorkerLogger
 }): LeaseReaper {
   const { db, logger } = options
+  if (!(options.intervalMs > 0)) {
+    throw new RangeError(`startLeaseReaper: intervalMs must be > 0, got ${options.intervalMs}`)
+  }
   let running: Promise<void> | undefined
   let isStopped = false
   const reap = () => {
