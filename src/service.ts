@@ -211,6 +211,12 @@ export async function startService(
       onEventDelivered: metrics.eventDelivered,
       onCapRejected: metrics.capRejected,
     }
+    // The multiplexed writers (SSE /v1/events, WebSocket) report one write per message;
+    // heartbeats and pings go around it, so each write is one delivered event.
+    const countMessage = (transport: 'sse' | 'ws', bytes: number) => {
+      metrics.streamBytes(transport, bytes)
+      metrics.eventDelivered(transport)
+    }
     const app = createApp({
       config,
       logger,
@@ -220,7 +226,12 @@ export async function startService(
       onRateLimited: metrics.rateLimitRejected,
       routers: [
         streamRoutes({ ...streamDeps, ...streamHooks, config }),
-        multiplexedRoutes({ ...streamDeps, ...streamHooks, config }),
+        multiplexedRoutes({
+          ...streamDeps,
+          config,
+          onStreamBytes: countMessage,
+          onCapRejected: metrics.capRejected,
+        }),
         jobRoutes({ db, auth }),
       ],
     })
@@ -230,7 +241,7 @@ export async function startService(
       auth,
       logger,
       config,
-      onWsBytes: (bytes) => metrics.streamBytes('ws', bytes),
+      onWsBytes: (bytes) => countMessage('ws', bytes),
       onCapRejected: metrics.capRejected,
     })
     server.keepAliveTimeout = 65_000

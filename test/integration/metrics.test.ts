@@ -1,4 +1,5 @@
 import pg from 'pg'
+import WebSocket from 'ws'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { eventually, parseExposition, sampleValue, type Sample } from '../helpers/metrics.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
@@ -104,6 +105,35 @@ describe('/metrics', () => {
     )
   })
 
+  it('counts a WebSocket and the messages written to it', async () => {
+    const t = newTenant()
+    const job = await createJob(service, t.admin)
+    const before = await scrape()
+    const ws = new WebSocket(`${service.url.replace('http', 'ws')}/v1/ws?token=${t.admin}`)
+    const messages: Array<{ type: string }> = []
+    ws.on('message', (data: Buffer) =>
+      messages.push(JSON.parse(data.toString()) as { type: string }),
+    )
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve())
+      ws.once('error', reject)
+    })
+    ws.send(JSON.stringify({ op: 'subscribe', jobs: [job.id] }))
+    await eventually(async () => expect(messages.map((m) => m.type)).toContain('snapshot'))
+    const during = await scrape()
+    expect(sampleValue(during, 'jobwire_open_streams', { transport: 'ws' })).toBe(1)
+    const delta = (name: string) =>
+      sampleValue(during, name, { transport: 'ws' })! -
+      sampleValue(before, name, { transport: 'ws' })!
+    expect(delta('jobwire_events_delivered_total')).toBe(messages.length)
+    expect(delta('jobwire_stream_bytes_total')).toBeGreaterThan(100)
+
+    ws.close()
+    await eventually(async () =>
+      expect(sampleValue(await scrape(), 'jobwire_open_streams', { transport: 'ws' })).toBe(0),
+    )
+  })
+
   it('shows a parked long-poll until it is answered', async () => {
     const t = newTenant()
     const job = await createJob(service, t.admin)
@@ -167,6 +197,22 @@ describe('/metrics with METRICS_TOKEN, tenant labels and a stream cap', () => {
     expect(sampleValue(samples, 'jobwire_stream_cap_rejections_total')).toBe(1)
     stream.close()
   })
+})
+
+it('counts rate-limit rejections by limit', async () => {
+  const limited = await startTestService(database.url, { RATE_LIMIT_PER_USER: '2' })
+  try {
+    const t = newTenant()
+    const statuses: number[] = []
+    for (let i = 0; i < 3; i++)
+      statuses.push((await limited.fetch('/v1/jobs', { token: t.admin })).status)
+    expect(statuses).toEqual([200, 200, 429])
+    const samples = await scrape(limited)
+    expect(sampleValue(samples, 'jobwire_rate_limit_rejections_total', { kind: 'user' })).toBe(1)
+    expect(sampleValue(samples, 'jobwire_rate_limit_rejections_total', { kind: 'tenant' })).toBe(0)
+  } finally {
+    await limited.close()
+  }
 })
 
 it('answers 404 at /metrics when METRICS_ENABLED=false', async () => {
