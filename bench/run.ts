@@ -18,6 +18,7 @@ import { getScenario } from './scenarios/get.js'
 import { updateScenario } from './scenarios/update.js'
 import { pollingScenario } from './scenarios/polling.js'
 import { authzScenario } from './scenarios/authz.js'
+import { bullmqScenario } from './scenarios/bullmq.js'
 
 const WANTED_NOFILE = 65_536
 /** The whole run must stay under 10 minutes; a scenario that hangs is cut off here. */
@@ -37,6 +38,7 @@ const SCENARIOS: Record<string, Scenario> = {
   update: { targets: [7], run: updateScenario },
   polling: { targets: [10], run: pollingScenario },
   authz: { targets: [11], run: authzScenario },
+  bullmq: { targets: [12], run: bullmqScenario },
 }
 const ALIASES: Record<string, string> = { memory: 'fanout' }
 
