@@ -411,6 +411,44 @@ describe('SSE on one job', () => {
     })
   })
 
+  it('never misses or repeats a change committed while streams open', async () => {
+    const t = newTenant()
+    const job = await createJob(service, t.admin)
+    const updates = 120
+    const writer = (async () => {
+      for (let i = 1; i <= updates; i++)
+        await sql.query(`UPDATE job_queue SET status = 'running', progress = $2 WHERE id = $1`, [
+          job.id,
+          (i * 100) / updates,
+        ])
+    })()
+    // Streams open one after another while the writer commits; each must see a gapless,
+    // repeat-free run from its snapshot (every patch's test op checks its base).
+    const streams: SseClient[] = []
+    for (let i = 0; i < 12; i++) {
+      streams.push(await open(`/v1/jobs/${job.id}/events`, { headers: bearer(t.admin) }))
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    await writer
+    const final = await getJob(job.id, t.admin)
+    expect(final.version).toBe(updates + 1)
+    for (const stream of streams) {
+      let doc = (await stream.next('snapshot')).json<Doc>()
+      while (doc.version < final.version) doc = applyPatch(doc, (await stream.next('patch')).json())
+      expect(doc).toEqual(final)
+    }
+  })
+
+  it('ends the stream when the job is deleted', async () => {
+    const t = newTenant()
+    const job = await createJob(service, t.admin)
+    const stream = await open(`/v1/jobs/${job.id}/events`, { headers: bearer(t.admin) })
+    await stream.next('snapshot')
+    await sql.query(`DELETE FROM job_queue WHERE id = $1`, [job.id])
+    expect((await stream.next('end')).json()).toMatchObject({ reason: 'deleted' })
+    await stream.closed
+  })
+
   it('sends a heartbeat comment to an idle stream', async () => {
     const t = newTenant()
     const job = await createJob(service, t.admin)
