@@ -1,0 +1,565 @@
+// jobwire behind PgBouncer in transaction mode (SPEC §10, deploy/docker-compose.pgbouncer.yml):
+// the API's query pool goes through the pooler, the listener holds a direct session. The test
+// starts Debian's pgbouncer itself, on a free 127.0.0.1 port, in front of this file's test
+// database, with default_pool_size = 3 so that many client connections (the service's pool of
+// 10, the test's own clients) share three server connections, and shows that REST, row-level
+// security and streaming all hold that way. It also shows the two traps the docs warn about:
+// DB_STATEMENT_TIMEOUT_MS sent as a startup parameter is refused by PgBouncer, and a LISTEN
+// made through a transaction pooler is silently deaf.
+//
+// Without a pgbouncer binary (apt-get install -y pgbouncer; or PGBOUNCER_BIN) the file reports
+// itself skipped, with the reason, and the rest of the suite runs.
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { delimiter, join } from 'node:path'
+import { promisify } from 'node:util'
+import fastJsonPatch, { type Operation } from 'fast-json-patch'
+import pg from 'pg'
+import { createPool } from '../../src/db/pool.js'
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
+import { openSse, type SseClient } from '../helpers/sse.js'
+
+const run = promisify(execFile)
+
+/** Server connections PgBouncer may open to the test database. */
+const SERVER_POOL_SIZE = 3
+
+// ---- Is there a pgbouncer we can run? Decided once, at load time. ----
+
+interface Runner {
+  bin: string
+  /** The user pgbouncer switches to with -u (it refuses to run as root), if we are root. */
+  runAs: { name: string; uid: number; gid: number } | undefined
+}
+
+async function findPgbouncer(): Promise<Runner | string> {
+  const candidates = [
+    process.env.PGBOUNCER_BIN,
+    '/usr/sbin/pgbouncer',
+    '/usr/bin/pgbouncer',
+    '/usr/local/bin/pgbouncer',
+    ...(process.env.PATH ?? '').split(delimiter).map((dir) => join(dir, 'pgbouncer')),
+  ].filter((c): c is string => !!c)
+  let bin: string | undefined
+  for (const candidate of new Set(candidates)) {
+    try {
+      await run(candidate, ['--version'], { timeout: 5000 })
+      bin = candidate
+      break
+    } catch {
+      // not there, or not runnable
+    }
+  }
+  if (!bin) return 'no pgbouncer binary (apt-get install -y pgbouncer, or set PGBOUNCER_BIN)'
+  if (process.getuid?.() !== 0) return { bin, runAs: undefined }
+  for (const name of ['postgres', 'nobody']) {
+    try {
+      const uid = Number((await run('id', ['-u', name])).stdout.trim())
+      const gid = Number((await run('id', ['-g', name])).stdout.trim())
+      return { bin, runAs: { name, uid, gid } }
+    } catch {
+      // no such user
+    }
+  }
+  return 'running as root and no "postgres" or "nobody" user for pgbouncer -u'
+}
+
+const found = await findPgbouncer()
+const runner = typeof found === 'string' ? undefined : found
+if (typeof found === 'string') console.warn(`pgbouncer.test.ts skipped: ${found}`)
+const d = runner ? describe : describe.skip
+
+// ---- Starting and stopping our own pgbouncer. ----
+
+interface Bouncer {
+  port: number
+  pid: number
+  /** A connection string for `database` through the pooler. */
+  url(database: string): string
+  /** One statement on the admin console (SHOW …), as the target's user. */
+  admin<T extends pg.QueryResultRow>(text: string): Promise<T[]>
+  log(): Promise<string>
+  stop(): Promise<void>
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** A libpq key=value value: quoted, with ' and \ escaped. */
+function connValue(value: string): string {
+  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`
+}
+
+async function startPgbouncer(runner: Runner, targetUrl: string, dir: string): Promise<Bouncer> {
+  const target = new URL(targetUrl)
+  const database = decodeURIComponent(target.pathname.slice(1))
+  const user = decodeURIComponent(target.username) || 'postgres'
+  const password = decodeURIComponent(target.password)
+  const host = target.searchParams.get('host') ?? target.hostname ?? '127.0.0.1'
+  const serverPort = target.port || '5432'
+  const port = await freePort()
+  const logfile = join(dir, 'pgbouncer.log')
+  const server = [
+    `host=${connValue(host.replace(/^\[(.*)\]$/, '$1'))}`,
+    `port=${serverPort}`,
+    `dbname=${connValue(database)}`,
+    `user=${connValue(user)}`,
+    ...(password ? [`password=${connValue(password)}`] : []),
+  ].join(' ')
+  const ini = [
+    '[databases]',
+    `${database} = ${server}`,
+    '',
+    '[pgbouncer]',
+    'listen_addr = 127.0.0.1',
+    `listen_port = ${port}`,
+    // No unix socket: nothing outside this test should find this pooler.
+    'unix_socket_dir =',
+    // Clients are trusted here; the server login uses the password above. auth_file lists
+    // the user, which trust still requires.
+    'auth_type = trust',
+    `auth_file = ${join(dir, 'userlist.txt')}`,
+    `admin_users = ${user}`,
+    'pool_mode = transaction',
+    `default_pool_size = ${SERVER_POOL_SIZE}`,
+    `max_db_connections = ${SERVER_POOL_SIZE}`,
+    'min_pool_size = 0',
+    'reserve_pool_size = 0',
+    'max_client_conn = 200',
+    // Not used in transaction mode anyway: state must not outlive a transaction.
+    'server_reset_query =',
+    // As in deploy/docker-compose.pgbouncer.yml. node-postgres never sends it (JDBC does);
+    // statement_timeout is deliberately NOT listed: see the test on startup parameters.
+    'ignore_startup_parameters = extra_float_digits',
+    'server_login_retry = 1',
+    `logfile = ${logfile}`,
+    `pidfile = ${join(dir, 'pgbouncer.pid')}`,
+    '',
+  ].join('\n')
+  const iniPath = join(dir, 'pgbouncer.ini')
+  await writeFile(iniPath, ini, { mode: 0o600 })
+  await writeFile(join(dir, 'userlist.txt'), `"${user.replace(/"/g, '""')}" ""\n`, {
+    mode: 0o600,
+  })
+  if (runner.runAs) {
+    for (const path of [dir, iniPath, join(dir, 'userlist.txt')])
+      await chown(path, runner.runAs.uid, runner.runAs.gid)
+  }
+
+  // Foreground (no -d): the child's PID is pgbouncer's, so afterAll stops exactly this one.
+  const args = [...(runner.runAs ? ['-u', runner.runAs.name] : []), iniPath]
+  const child: ChildProcess = spawn(runner.bin, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => resolve(code)),
+  )
+  let hasExited = false
+  void exited.then(() => (hasExited = true))
+  const readLog = () => readFile(logfile, 'utf8').catch(() => '')
+
+  const url = (db: string) => {
+    const u = new URL(`postgres://127.0.0.1:${port}/`)
+    u.username = encodeURIComponent(user)
+    u.pathname = `/${encodeURIComponent(db)}`
+    return u.toString()
+  }
+  const query = async <T extends pg.QueryResultRow>(db: string, text: string) => {
+    const client = new pg.Client({ connectionString: url(db) })
+    client.on('error', () => undefined)
+    await client.connect()
+    try {
+      return (await client.query<T>(text)).rows
+    } finally {
+      await client.end().catch(() => undefined)
+    }
+  }
+
+  // Ready once a query through the pooler reaches PostgreSQL.
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    if (hasExited)
+      throw new Error(`pgbouncer exited at start-up:\n${stderr}\n${(await readLog()).slice(-2000)}`)
+    try {
+      await query(database, 'SELECT 1')
+      break
+    } catch (error) {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL')
+        throw new Error(`pgbouncer did not answer on ${port}\n${stderr}`, { cause: error })
+      }
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+
+  return {
+    port,
+    pid: child.pid!,
+    url,
+    admin: (text) => query('pgbouncer', text),
+    log: readLog,
+    stop: async () => {
+      if (hasExited) return
+      // SIGTERM: immediate shutdown. Only this PID, never a name.
+      process.kill(child.pid!, 'SIGTERM')
+      const timer = setTimeout(() => !hasExited && process.kill(child.pid!, 'SIGKILL'), 5000)
+      await exited
+      clearTimeout(timer)
+    },
+  }
+}
+
+// ---- The tests. ----
+
+type Doc = Record<string, unknown> & { id: string; version: number; status: string }
+
+let database: TestDatabase
+let dir: string | undefined
+let bouncer: Bouncer | undefined
+let pooledUrl: string
+let service: TestService
+let sql: pg.Client
+const services: TestService[] = []
+const streams: SseClient[] = []
+
+/** The API through the pooler, its listener direct: the documented set-up. */
+const POOLED_ENV = { DB_STATEMENT_TIMEOUT_MS: '0', RATE_LIMIT_PER_IP: '100000' }
+
+async function start(env: Record<string, string>): Promise<TestService> {
+  const started = await startTestService(pooledUrl, { ...POOLED_ENV, ...env })
+  services.push(started)
+  return started
+}
+
+async function watch(on: TestService, id: string, token: string): Promise<SseClient> {
+  const stream = await openSse(`${on.url}/v1/jobs/${id}/events`, {
+    headers: { authorization: `Bearer ${token}` },
+  })
+  streams.push(stream)
+  return stream
+}
+
+function applyPatch(doc: Doc, patch: Operation[]): Doc {
+  expect(patch[0]).toEqual({ op: 'test', path: '/version', value: doc.version })
+  return fastJsonPatch.applyPatch(doc, patch, true, false).newDocument
+}
+
+async function json<T>(res: Response): Promise<T> {
+  return (await res.json()) as T
+}
+
+/** Backends of the test database that reached PostgreSQL through the pooler. */
+async function pooledBackends(): Promise<number> {
+  const { rows } = await sql.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE datname = current_database() AND backend_type = 'client backend'
+        AND pid <> pg_backend_pid() AND pid <> ALL($1::int[])`,
+    [services.map((s) => s.listener.backendPid).filter((pid) => pid !== undefined)],
+  )
+  return rows[0]!.n
+}
+
+d('jobwire behind PgBouncer in transaction mode', () => {
+  beforeAll(async () => {
+    database = await createTestDatabase()
+    const target = new URL(database.url)
+    const user = decodeURIComponent(target.username) || 'postgres'
+    // The documented replacement for the startup parameter: a per-role default, which every
+    // server connection PgBouncer opens picks up. Scoped to this database (dropped with it).
+    const admin = new pg.Client({ connectionString: database.url })
+    await admin.connect()
+    await admin.query(
+      `ALTER ROLE ${pg.escapeIdentifier(user)} IN DATABASE ${pg.escapeIdentifier(database.name)}
+         SET statement_timeout = '25s'`,
+    )
+    await admin.end()
+
+    dir = await mkdtemp(join(tmpdir(), 'jobwire-pgbouncer-'))
+    bouncer = await startPgbouncer(runner!, database.url, dir)
+    pooledUrl = bouncer.url(database.name)
+    service = await start({ LISTEN_DATABASE_URL: database.url })
+    sql = new pg.Client({ connectionString: database.url })
+    await sql.connect()
+  })
+  afterEach(() => {
+    for (const stream of streams.splice(0)) stream.close()
+  })
+  afterAll(async () => {
+    for (const stream of streams.splice(0)) stream.close()
+    await Promise.all(services.splice(0).map((s) => s.close()))
+    await sql?.end()
+    await bouncer?.stop()
+    await database?.drop()
+    if (dir) await rm(dir, { recursive: true, force: true })
+  })
+
+  it('is ready, with the listener on its own direct session', async () => {
+    const res = await service.fetch('/readyz')
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({ checks: { database: 'ok', listener: 'ok' } })
+    const { rows } = await sql.query<{ application_name: string }>(
+      'SELECT application_name FROM pg_stat_activity WHERE pid = $1',
+      [service.listener.backendPid],
+    )
+    expect(rows).toEqual([{ application_name: 'jobwire-listener' }])
+  })
+
+  it('serves create, idempotent replay, list, get and cancel through the pooler', async () => {
+    const t = newTenant()
+    const key = randomUUID()
+    const created = await createJob(service, t.alice, { type: 'pgb' }, { 'idempotency-key': key })
+    expect(created).toMatchObject({ status: 'queued', version: 1 })
+    // The replay runs the insert and then the lookup in one pooled transaction.
+    const replay = await service.fetch('/v1/jobs', {
+      method: 'POST',
+      token: t.alice,
+      headers: { 'content-type': 'application/json', 'idempotency-key': key },
+      body: JSON.stringify({ type: 'pgb' }),
+    })
+    expect(replay.status).toBe(200)
+    expect((await json<Doc>(replay)).id).toBe(created.id)
+
+    const got = await service.fetch(`/v1/jobs/${created.id}`, { token: t.alice })
+    expect(got.status).toBe(200)
+    expect(await json<Doc>(got)).toMatchObject({ id: created.id, status: 'queued' })
+
+    const list = await json<{ data: Doc[] }>(await service.fetch('/v1/jobs', { token: t.alice }))
+    expect(list.data.map((j) => j.id)).toEqual([created.id])
+
+    const cancel = await service.fetch(`/v1/jobs/${created.id}/cancel`, {
+      method: 'POST',
+      token: t.alice,
+    })
+    expect(cancel.status).toBe(200)
+    expect(await json<Doc>(cancel)).toMatchObject({ status: 'cancelled', version: 2 })
+    const after = await json<Doc>(await service.fetch(`/v1/jobs/${created.id}`, { token: t.admin }))
+    expect(after).toMatchObject({ status: 'cancelled', version: 2 })
+  })
+
+  it('keeps tenants and members apart while 3 server connections serve them all', async () => {
+    const A = newTenant()
+    const B = newTenant()
+    const members = { 'A.alice': A.alice, 'A.bob': A.bob, 'B.alice': B.alice, 'B.bob': B.bob }
+    const owned: Record<string, string[]> = {}
+    await Promise.all(
+      Object.entries(members).map(async ([who, token]) => {
+        const jobs = await Promise.all([1, 2, 3].map(() => createJob(service, token)))
+        owned[who] = jobs.map((j) => j.id).sort()
+      }),
+    )
+    const visible: Record<string, { token: string; ids: string[] }> = {
+      'A.admin': { token: A.admin, ids: [...owned['A.alice']!, ...owned['A.bob']!].sort() },
+      'B.admin': { token: B.admin, ids: [...owned['B.alice']!, ...owned['B.bob']!].sort() },
+      ...Object.fromEntries(
+        Object.entries(members).map(([who, token]) => [who, { token, ids: owned[who]! }]),
+      ),
+    }
+    const allIds = Object.values(owned).flat()
+
+    // 60 requests at once, of every kind, for all six principals: each list must be exactly
+    // what that principal may see, each read 200 or 404 by the same rule.
+    type Check = { label: string; run: () => Promise<void> }
+    const checks: Check[] = []
+    const principals = Object.entries(visible)
+    for (let i = 0; checks.length < 60; i++) {
+      const [who, { token, ids }] = principals[i % principals.length]!
+      if (i % 2 === 0) {
+        checks.push({
+          label: `${who} lists`,
+          run: async () => {
+            const res = await service.fetch('/v1/jobs?limit=100', { token })
+            expect(res.status).toBe(200)
+            const body = await json<{ data: Doc[] }>(res)
+            expect(body.data.map((j) => j.id).sort()).toEqual(ids)
+          },
+        })
+      } else {
+        const id = allIds[(i * 7) % allIds.length]!
+        const expected = ids.includes(id) ? 200 : 404
+        checks.push({
+          label: `${who} reads ${id} (${expected})`,
+          run: async () => {
+            const res = await service.fetch(`/v1/jobs/${id}`, { token })
+            expect(res.status).toBe(expected)
+            if (expected === 200) expect((await json<Doc>(res)).id).toBe(id)
+            else await res.arrayBuffer()
+          },
+        })
+      }
+    }
+    const outcomes = await Promise.allSettled(checks.map((c) => c.run()))
+    const failures = outcomes.flatMap((o, i) =>
+      o.status === 'rejected' ? [`${checks[i]!.label}: ${String(o.reason)}`] : [],
+    )
+    expect(failures).toEqual([])
+    const reads = checks.filter((c) => c.label.includes(' reads '))
+    expect(reads.some((c) => c.label.endsWith('(200)'))).toBe(true)
+    expect(reads.some((c) => c.label.endsWith('(404)'))).toBe(true)
+
+    // Many client connections, never more than 3 server connections behind them.
+    const clients = await bouncer!.admin<{ database: string }>('SHOW CLIENTS')
+    expect(clients.filter((c) => c.database === database.name).length).toBeGreaterThan(
+      SERVER_POOL_SIZE,
+    )
+    const servers = await bouncer!.admin<{ database: string }>('SHOW SERVERS')
+    const ours = servers.filter((s) => s.database === database.name).length
+    expect(ours).toBeGreaterThan(0)
+    expect(ours).toBeLessThanOrEqual(SERVER_POOL_SIZE)
+    expect(await pooledBackends()).toBeLessThanOrEqual(SERVER_POOL_SIZE)
+
+    // A tenant B admin meets A's job as if it did not exist, on every route.
+    const aJob = owned['A.alice']![0]!
+    expect((await service.fetch(`/v1/jobs/${aJob}`, { token: B.admin })).status).toBe(404)
+    const cancel = await service.fetch(`/v1/jobs/${aJob}/cancel`, {
+      method: 'POST',
+      token: B.admin,
+    })
+    expect(cancel.status).toBe(404)
+    const stream = await watch(service, aJob, B.admin)
+    expect(stream.status).toBe(404)
+    // …and A's job is untouched.
+    const { rows } = await sql.query(
+      'SELECT status, version::int AS version FROM job_queue WHERE id = $1',
+      [aJob],
+    )
+    expect(rows).toEqual([{ status: 'queued', version: 1 }])
+  })
+
+  it('leaves no role or tenant setting behind on any server connection', async () => {
+    // Hold SERVER_POOL_SIZE transactions open at once: each has a server connection of its
+    // own, so together they inspect every connection the requests above ran on.
+    const clients = await Promise.all(
+      Array.from({ length: SERVER_POOL_SIZE }, async () => {
+        const client = new pg.Client({ connectionString: pooledUrl })
+        await client.connect()
+        return client
+      }),
+    )
+    try {
+      await Promise.all(clients.map((c) => c.query('BEGIN')))
+      const rows = await Promise.all(
+        clients.map(
+          async (c) =>
+            (
+              await c.query<{
+                pid: number
+                role: string
+                tenant: string | null
+                user_id: string | null
+                timeout: string
+              }>(
+                `SELECT pg_backend_pid() AS pid, current_user AS role,
+                        current_setting('jobwire.tenant_id', true) AS tenant,
+                        current_setting('jobwire.user_id', true) AS user_id,
+                        current_setting('statement_timeout') AS timeout`,
+              )
+            ).rows[0]!,
+        ),
+      )
+      await Promise.all(clients.map((c) => c.query('COMMIT')))
+      expect(new Set(rows.map((r) => r.pid)).size).toBe(SERVER_POOL_SIZE)
+      const login = decodeURIComponent(new URL(database.url).username) || 'postgres'
+      for (const row of rows) {
+        expect(row.role).toBe(login)
+        expect(row.tenant ?? '').toBe('')
+        expect(row.user_id ?? '').toBe('')
+        // The per-role statement_timeout reached the pooled sessions.
+        expect(row.timeout).toBe('25s')
+      }
+    } finally {
+      await Promise.all(clients.map((c) => c.end()))
+    }
+  })
+
+  it('streams a change made in SQL and one made through the API to an SSE watcher', async () => {
+    const t = newTenant()
+    const job = await createJob(service, t.alice)
+    const stream = await watch(service, job.id, t.alice)
+    expect(stream.status).toBe(200)
+    let doc = (await stream.next('snapshot')).json<Doc>()
+    expect(doc).toMatchObject({ id: job.id, status: 'queued', version: 1 })
+
+    await sql.query(`UPDATE job_queue SET status = 'running', progress = 40 WHERE id = $1`, [
+      job.id,
+    ])
+    doc = applyPatch(doc, (await stream.next('patch')).json())
+    expect(doc).toMatchObject({ status: 'running', progress: 40, version: 2 })
+
+    // Through the API (and so through PgBouncer): a running job is asked to stop.
+    const cancel = await service.fetch(`/v1/jobs/${job.id}/cancel`, {
+      method: 'POST',
+      token: t.alice,
+    })
+    expect(cancel.status).toBe(202)
+    doc = applyPatch(doc, (await stream.next('patch')).json())
+    expect(doc).toMatchObject({ status: 'running', cancel_requested: true, version: 3 })
+    expect(await json<Doc>(await service.fetch(`/v1/jobs/${job.id}`, { token: t.alice }))).toEqual(
+      doc,
+    )
+  })
+
+  it('is refused by PgBouncer when statement_timeout goes as a startup parameter', async () => {
+    // DB_STATEMENT_TIMEOUT_MS > 0 (the default, 30 s) makes node-postgres send
+    // statement_timeout in the startup packet; PgBouncer rejects parameters it does not know.
+    const pool = createPool({ connectionString: pooledUrl, max: 1, statementTimeoutMs: 30_000 })
+    pool.on('error', () => undefined)
+    try {
+      await expect(pool.query('SELECT 1')).rejects.toThrow(
+        /unsupported startup parameter: statement_timeout/,
+      )
+    } finally {
+      await pool.end()
+    }
+    // The service does not hide it: readiness says the database is failing.
+    const misconfigured = await start({
+      LISTEN_DATABASE_URL: database.url,
+      DB_STATEMENT_TIMEOUT_MS: '30000',
+    })
+    const res = await misconfigured.fetch('/readyz')
+    expect(res.status).toBe(503)
+    expect(await res.json()).toMatchObject({ checks: { database: 'failing', listener: 'ok' } })
+  })
+
+  // Last: the deaf listener leaves a LISTEN registered on one of PgBouncer's server
+  // connections for as long as that connection lives.
+  it('loses notifications when the listener, too, goes through the transaction pooler', async () => {
+    // The listener connects, LISTENs and reports ready, but its LISTEN ran on whichever
+    // server connection PgBouncer lent it for that one statement, and that connection went
+    // back to the pool. A NOTIFY reaches that backend while no client is linked to it, and
+    // PgBouncer drops it. Deterministic as long as the listener sends nothing else: its
+    // first keep-alive ping is 15 s away, and the safety sweep is off here.
+    const deaf = await start({ LISTEN_DATABASE_URL: pooledUrl, SWEEP_INTERVAL_MS: '0' })
+    expect(deaf.listener.isConnected).toBe(true)
+    expect((await deaf.fetch('/readyz')).status).toBe(200)
+
+    const t = newTenant()
+    const job = await createJob(service, t.admin)
+    const good = await watch(service, job.id, t.admin)
+    const bad = await watch(deaf, job.id, t.admin)
+    let doc = (await good.next('snapshot')).json<Doc>()
+    expect((await bad.next('snapshot')).json<Doc>()).toEqual(doc)
+
+    await sql.query(`UPDATE job_queue SET status = 'running', progress = 10 WHERE id = $1`, [
+      job.id,
+    ])
+    // The direct listener delivers it…
+    doc = applyPatch(doc, (await good.next('patch')).json())
+    expect(doc).toMatchObject({ status: 'running', progress: 10 })
+    // …the pooled one never hears of it.
+    await expect(bad.next('patch', 2000)).rejects.toThrow(/no patch within/)
+    expect(bad.events.map((e) => e.event)).toEqual(['snapshot'])
+    expect(deaf.listener.isConnected).toBe(true)
+  })
+})
