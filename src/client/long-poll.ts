@@ -36,10 +36,18 @@ export async function pollJobs(
   signal: AbortSignal,
 ): Promise<void> {
   const inFlight = new Set<string>()
-  let cursor = 0
+  // Round robin: the job polled longest ago goes next (new jobs first: they have no document).
+  const lastPolled = new Map<string, number>()
+  let tick = 0
   const next = () => {
-    const free = session.pollTargets().filter((t) => !inFlight.has(t.id))
-    return free.length === 0 ? undefined : free[cursor++ % free.length]
+    let best: { id: string; since: number } | undefined
+    for (const target of session.pollTargets()) {
+      if (inFlight.has(target.id)) continue
+      if (!best || (lastPolled.get(target.id) ?? -1) < (lastPolled.get(best.id) ?? -1))
+        best = target
+    }
+    if (best) lastPolled.set(best.id, tick++)
+    return best
   }
   const worker = async () => {
     for (let target = next(); target && !signal.aborted; target = next()) {
