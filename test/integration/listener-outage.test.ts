@@ -179,3 +179,31 @@ describe('when the listener is cut off for longer than 10 s', () => {
     expect(service.listener.reconnects).toBe(1)
   }, 30_000)
 })
+
+describe('when a notification is lost some other way', () => {
+  let service: TestService
+
+  beforeAll(async () => {
+    service = await startTestService(database.url, { SWEEP_INTERVAL_MS: '300' })
+  })
+  afterAll(async () => {
+    await service?.close()
+  })
+
+  it('the safety sweep re-reads watched jobs and delivers the change', async () => {
+    const t = newTenant()
+    const job = await watchJob(service, t.admin)
+    // The row changes (its version too) but no NOTIFY is sent.
+    await sql.query(`ALTER TABLE job_queue DISABLE TRIGGER job_queue_notify_update`)
+    try {
+      await sql.query(`UPDATE job_queue SET status = 'running', progress = 33 WHERE id = $1`, [
+        job.id,
+      ])
+    } finally {
+      await sql.query(`ALTER TABLE job_queue ENABLE TRIGGER job_queue_notify_update`)
+    }
+    expect(service.listener.isConnected).toBe(true)
+    const doc = await converge(service, job, t.admin, 5_000)
+    expect(doc).toMatchObject({ status: 'running', progress: 33, version: 2 })
+  })
+})
