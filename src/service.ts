@@ -69,7 +69,10 @@ export async function startService(
     const databaseUrl = config.DATABASE_URL ?? embedded!.url
 
     // 2. Migrations (node-pg-migrate; an advisory lock makes concurrent start-ups safe).
-    if (config.MIGRATE_ON_START) await runMigrations(databaseUrl, logger)
+    //    Over the session URL: node-pg-migrate's advisory lock cannot live behind a
+    //    transaction-mode pooler (LISTEN_DATABASE_URL is the direct connection when set).
+    if (config.MIGRATE_ON_START)
+      await runMigrations(config.LISTEN_DATABASE_URL ?? databaseUrl, logger)
 
     // 3. The query pool (application_name jobwire) and kysely over it.
     const pool = createPool({

@@ -67,6 +67,7 @@ export const demoHandlers: Record<string, JobHandler> = {
 export interface DemoWorkerOptions {
   pool?: pg.Pool
   connectionString?: string
+  statementTimeoutMs?: number
   logger?: WorkerLogger
   /** Default 4: several demo jobs move side by side. */
   concurrency?: number
@@ -86,6 +87,7 @@ export function startDemoWorker(options: DemoWorkerOptions): DemoWorker {
   const worker = createWorker({
     pool: options.pool,
     connectionString: options.connectionString,
+    statementTimeoutMs: options.statementTimeoutMs,
     handlers: demoHandlers,
     concurrency: options.concurrency ?? 4,
     leaseSeconds: options.leaseSeconds,

@@ -33,6 +33,7 @@ const logger = createLogger({ level: config.LOG_LEVEL, pretty: config.logPretty 
 })
 const worker = startDemoWorker({
   connectionString: config.DATABASE_URL,
+  statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
   logger,
   concurrency: config.WORKER_CONCURRENCY,
   leaseSeconds: config.LEASE_SECONDS,

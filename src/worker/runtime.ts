@@ -28,6 +28,8 @@ export interface WorkerOptions {
   /** A pool to use (not ended by stop()), or a connection string for a pool the worker owns. */
   pool?: pg.Pool
   connectionString?: string
+  /** statement_timeout of the worker's own pool (ms, 0: none — required through PgBouncer). Default 30000. */
+  statementTimeoutMs?: number
   /** One handler per job type; only these types are claimed. */
   handlers: Record<string, JobHandler>
   /** Jobs run at once. Default 1. */
@@ -111,7 +113,7 @@ class WorkerRuntime implements Worker {
       const pool = createPool({
         connectionString: options.connectionString,
         max: this.concurrency * 2 + 2,
-        statementTimeoutMs: 30_000,
+        statementTimeoutMs: options.statementTimeoutMs ?? 30_000,
         applicationName: 'jobwire-worker',
       })
       pool.on('error', (error) => this.log.warn({ err: error }, 'idle worker connection failed'))
