@@ -94,7 +94,7 @@ export const envSchema = z.object({
   JWT_CLAIM_TENANT: claimName.default('tenant_id'),
   JWT_CLAIM_ROLE: claimName.default('role'),
   WATCH_TOKEN_SECRET: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
-  WATCH_TOKEN_TTL_SECONDS: int(60, 31_536_000).default(7 * 24 * 3600),
+  WATCH_TOKEN_TTL_SECONDS: int(60, 31_536_000).default(24 * 3600),
 
   BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(256 * 1024),
   TRUST_PROXY: z.string().default('loopback'),
