@@ -23,6 +23,7 @@ export class SseParser {
   private data: string[] = []
   private hasData = false
   private lastEventId: string | undefined
+  private isAfterCr = false
   private readonly decoder = new TextDecoder()
 
   constructor(
@@ -34,15 +35,20 @@ export class SseParser {
 
   push(chunk: Uint8Array): void {
     if (chunk.length > 0) this.handlers.onActivity?.()
-    this.buffer += this.decoder.decode(chunk, { stream: true })
+    let text = this.decoder.decode(chunk, { stream: true })
+    // A CR that ended the previous chunk was a line end; a LF right after it belongs to it.
+    if (this.isAfterCr && text.startsWith('\n')) text = text.slice(1)
+    if (text.length > 0) this.isAfterCr = false
+    this.buffer += text
     let start = 0
     for (let i = 0; i < this.buffer.length; i++) {
       const c = this.buffer.charCodeAt(i)
       if (c !== 10 && c !== 13) continue
-      // A CR that ends the buffer may be half of a CRLF: wait for the next chunk.
-      if (c === 13 && i === this.buffer.length - 1) break
       this.line(this.buffer.slice(start, i))
-      if (c === 13 && this.buffer.charCodeAt(i + 1) === 10) i++
+      if (c === 13) {
+        if (i + 1 === this.buffer.length) this.isAfterCr = true
+        else if (this.buffer.charCodeAt(i + 1) === 10) i++
+      }
       start = i + 1
     }
     this.buffer = this.buffer.slice(start)
