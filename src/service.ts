@@ -21,6 +21,7 @@ import { Listener } from './events/listener.js'
 import { streamRoutes } from './http/routes/streams.js'
 import { multiplexedRoutes } from './http/routes/multiplexed.js'
 import { attachWebSockets } from './http/ws-server.js'
+import { createRateLimits } from './http/rate-limit.js'
 import { StreamRegistry } from './transports/stream-registry.js'
 import { RedisBridge } from './bridge/redis-bridge.js'
 import { startDemoWorker } from './dev/demo-worker.js'
@@ -220,7 +221,9 @@ export async function startService(
       metrics.streamBytes(transport, bytes)
       metrics.eventDelivered(transport)
     }
+    const rateLimits = createRateLimits(auth, { config, onRejected: metrics.rateLimitRejected })
     const app = createApp({
+      rateLimits,
       config,
       logger,
       auth,
@@ -244,6 +247,7 @@ export async function startService(
       auth,
       logger,
       config,
+      rateLimits,
       onWsBytes: (bytes) => countMessage('ws', bytes),
       onCapRejected: metrics.capRejected,
     })

@@ -10,7 +10,7 @@ import { API_PREFIX, HEADER } from '../protocol/http.js'
 import { redactUrl, serializeError, type Logger } from '../telemetry/logger.js'
 import type { Metrics } from '../telemetry/metrics.js'
 import { principalOf } from './authenticate.js'
-import { authenticateAndLimit, type RateLimitKind } from './rate-limit.js'
+import { authenticateAndLimit, type RateLimitKind, type RateLimits } from './rate-limit.js'
 import type { Authenticator } from './auth.js'
 import { notFoundHandler, problemHandler } from './problem.js'
 import { operationsRoutes, type OperationsRouteDeps } from './routes/operations.js'
@@ -32,6 +32,8 @@ export interface AppDeps {
   > &
     OperationsRouteDeps['config']
   onRateLimited?(kind: RateLimitKind): void
+  /** Shared with the WebSocket upgrade handler; built from config when absent. */
+  rateLimits?: RateLimits
   logger: Logger
   auth: Authenticator
   readiness: () => Promise<ReadinessReport>
@@ -112,7 +114,8 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(
     API_PREFIX,
-    ...authenticateAndLimit(deps.auth, { config: deps.config, onRejected: deps.onRateLimited }),
+    ...(deps.rateLimits?.middleware ??
+      authenticateAndLimit(deps.auth, { config: deps.config, onRejected: deps.onRateLimited })),
   )
   app.use(
     express.json({ limit: deps.config.BODY_LIMIT_BYTES, strict: true, type: 'application/json' }),

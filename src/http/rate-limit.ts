@@ -3,10 +3,11 @@
 // too). Over the limit: 429 problem+json with Retry-After and RateLimit-* headers. The
 // counters live in this process: N instances allow N× the limit in total (docs/decisions.md).
 import type { Request, RequestHandler } from 'express'
-import { rateLimit, type RateLimitInfo } from 'express-rate-limit'
+import { ipKeyGenerator, MemoryStore, rateLimit, type RateLimitInfo } from 'express-rate-limit'
 import type { Config } from '../config/index.js'
 import { TooManyRequestsError, UnauthorizedError } from '../errors.js'
 import type { Authenticator } from './auth.js'
+import type { Principal } from '../db/tenant-transaction.js'
 import { authenticateRequest, hasPrincipal, principalOf } from './authenticate.js'
 
 export type RateLimitKind = 'user' | 'tenant' | 'ip'
@@ -30,11 +31,13 @@ function limiter(
   windowMs: number,
   key: ((req: Request) => string) | undefined,
   skip: (req: Request) => boolean,
-  onRejected?: (kind: RateLimitKind) => void,
+  onRejected: ((kind: RateLimitKind) => void) | undefined,
+  store: MemoryStore,
 ): RequestHandler {
   return rateLimit({
     windowMs,
     limit,
+    store,
     standardHeaders: 'draft-6',
     legacyHeaders: false,
     requestPropertyName: `rateLimit_${kind}`,
@@ -56,6 +59,17 @@ function limiter(
   })
 }
 
+export interface RateLimits {
+  /** Authentication and the limits for every /v1 request (see authenticateAndLimit). */
+  middleware: RequestHandler[]
+  /**
+   * The same counters for a WebSocket upgrade, which never reaches express: a failed
+   * authentication counts against the client address, a user's upgrade against its user
+   * and tenant. Throws TooManyRequestsError over a limit.
+   */
+  checkUpgrade(principal: Principal | undefined, remoteAddress: string | undefined): Promise<void>
+}
+
 /**
  * Authentication and rate limiting for every /v1 request, in order: authenticate (a failure
  * is held back), the per-IP limit for failed authentications, then the failure itself, then
@@ -65,8 +79,20 @@ export function authenticateAndLimit(
   auth: Authenticator,
   options: RateLimitOptions,
 ): RequestHandler[] {
+  return createRateLimits(auth, options).middleware
+}
+
+export function createRateLimits(auth: Authenticator, options: RateLimitOptions): RateLimits {
   const { config, onRejected } = options
   const windowMs = config.RATE_LIMIT_WINDOW_MS
+  const stores = { ip: new MemoryStore(), user: new MemoryStore(), tenant: new MemoryStore() }
+  const limits = {
+    ip: config.RATE_LIMIT_PER_IP,
+    user: config.RATE_LIMIT_PER_USER,
+    tenant: config.RATE_LIMIT_PER_TENANT,
+  }
+  const userKey = (p: Principal) => `u:${p.tenantId}:${p.userId}`
+  const tenantKey = (p: Principal) => `t:${p.tenantId}`
   const authFailures = new WeakMap<Request, UnauthorizedError>()
   const chain: RequestHandler[] = [
     async (req, _res, next) => {
@@ -88,6 +114,7 @@ export function authenticateAndLimit(
         undefined,
         (req) => hasPrincipal(req),
         onRejected,
+        stores.ip,
       ),
     )
   }
@@ -98,12 +125,10 @@ export function authenticateAndLimit(
         'user',
         config.RATE_LIMIT_PER_USER,
         windowMs,
-        (req) => {
-          const p = principalOf(req)
-          return `u:${p.tenantId}:${p.userId}`
-        },
+        (req) => userKey(principalOf(req)),
         () => false,
         onRejected,
+        stores.user,
       ),
     )
   }
@@ -113,9 +138,10 @@ export function authenticateAndLimit(
         'tenant',
         config.RATE_LIMIT_PER_TENANT,
         windowMs,
-        (req) => `t:${principalOf(req).tenantId}`,
+        (req) => tenantKey(principalOf(req)),
         () => false,
         onRejected,
+        stores.tenant,
       ),
     )
   }
@@ -137,5 +163,24 @@ export function authenticateAndLimit(
       next()
     })
   }
-  return chain
+
+  const hit = async (kind: RateLimitKind, key: string) => {
+    if (limits[kind] <= 0) return
+    const { totalHits, resetTime } = await stores[kind].increment(key)
+    if (totalHits <= limits[kind]) return
+    onRejected?.(kind)
+    const seconds = resetTime ? (resetTime.getTime() - Date.now()) / 1000 : windowMs / 1000
+    throw new TooManyRequestsError(
+      `Too many requests (limit ${limits[kind]} per ${windowMs / 1000} s); retry later.`,
+      seconds,
+    )
+  }
+  return {
+    middleware: chain,
+    async checkUpgrade(principal, remoteAddress) {
+      if (!principal) return hit('ip', ipKeyGenerator(remoteAddress ?? 'unknown'))
+      await hit('user', userKey(principal))
+      await hit('tenant', tenantKey(principal))
+    },
+  }
 }

@@ -12,6 +12,7 @@ import type { Principal } from '../db/tenant-transaction.js'
 import { AppError, RouteNotFoundError, ValidationError } from '../errors.js'
 import { WsConnection, WsHeartbeat, WS_CLOSE } from '../transports/ws.js'
 import type { Authenticator } from './auth.js'
+import type { RateLimits } from './rate-limit.js'
 import { toProblem } from './problem.js'
 import { assertStreamCapacity, subscribeJob, userKeyOf, type StreamDeps } from './subscribe.js'
 import type { Logger } from '../telemetry/logger.js'
@@ -27,6 +28,8 @@ export interface WsServerDeps extends StreamDeps {
     | 'WS_MAX_BAD_MESSAGES'
     | 'STREAM_HIGH_WATER_BYTES'
   >
+  /** The request rate limits, shared with the express routes. */
+  rateLimits?: Pick<RateLimits, 'checkUpgrade'>
   onWsBytes?(bytes: number): void
   onCapRejected?(): void
 }
@@ -69,10 +72,17 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
     const single = SINGLE_JOB_PATH.exec(path)
     if (path !== '/v1/ws' && !single)
       return rejectUpgrade(socket, new RouteNotFoundError(`No WebSocket endpoint at ${path}.`))
-    let principal: Principal
+    let principal: Principal | undefined
     let singleJob: string | undefined
     try {
-      principal = await deps.auth.authenticate(req, 'header-or-query')
+      principal = await deps.auth
+        .authenticate(req, 'header-or-query')
+        .catch(async (error: unknown) => {
+          // A failed authentication counts against the address, as on every other route.
+          await deps.rateLimits?.checkUpgrade(undefined, req.socket.remoteAddress)
+          throw error
+        })
+      await deps.rateLimits?.checkUpgrade(principal, req.socket.remoteAddress)
       if (single) {
         const parsed = jobId.safeParse(decodeURIComponent(single[1]!))
         if (!parsed.success)
@@ -88,7 +98,8 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
         error instanceof AppError ? error : new ValidationError('Bad WebSocket request.'),
       )
     }
-    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal, singleJob))
+    const authorised = principal
+    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, authorised, singleJob))
   }
 
   function onConnection(ws: WebSocket, principal: Principal, singleJob: string | undefined): void {

@@ -215,3 +215,37 @@ describe('concurrent stream caps', () => {
     expect(stream.status).toBe(200)
   })
 })
+
+describe('rate limits on WebSocket upgrades', () => {
+  let service: TestService
+  beforeAll(async () => {
+    service = await startTestService(database.url, {
+      RATE_LIMIT_PER_USER: '2',
+      RATE_LIMIT_PER_IP: '2',
+      MAX_STREAMS_PER_USER: '0',
+      MAX_STREAMS_PER_TENANT: '0',
+    })
+  })
+  afterAll(() => service?.close())
+  const wsUrl = (path: string) => service.url.replace(/^http/, 'ws') + path
+
+  it('counts failed upgrade authentications against the same per-address limit as HTTP', async () => {
+    expect((await refusedUpgrade(wsUrl('/v1/ws?token=guess-1'))).status).toBe(401)
+    expect((await service.fetch('/v1/jobs', { token: 'guess-2' })).status).toBe(401)
+    const refused = await refusedUpgrade(wsUrl('/v1/ws?token=guess-3'))
+    expect(refused.status).toBe(429)
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1)
+    await expectTooMany(await service.fetch('/v1/jobs', { token: 'guess-4' }), /your address/)
+  })
+
+  it("counts a user's upgrades against its request limit", async () => {
+    const t = newTenant()
+    expect((await service.fetch('/v1/jobs', { token: t.alice })).status).toBe(200)
+    const ws = await openWs(wsUrl(`/v1/ws?token=${t.alice}`))
+    ws.close()
+    expect((await refusedUpgrade(wsUrl(`/v1/ws?token=${t.alice}`))).status).toBe(429)
+    // Another user of the tenant is not affected.
+    const other = await openWs(wsUrl(`/v1/ws?token=${t.bob}`))
+    other.close()
+  })
+})
