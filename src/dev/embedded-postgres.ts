@@ -28,6 +28,8 @@ export async function startEmbeddedPostgres(options: {
   const dataDir = isRoot
     ? reachableDataDir(resolve(options.dataDir), log)
     : resolve(options.dataDir)
+  // The last lines PostgreSQL printed: the reason when it does not start.
+  const recent: string[] = []
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
     port: options.port,
@@ -37,7 +39,12 @@ export async function startEmbeddedPostgres(options: {
     persistent: true,
     createPostgresUser: isRoot,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
-    onLog: (message) => log.debug(String(message).trim()),
+    onLog: (message) => {
+      const text = String(message).trim()
+      recent.push(text)
+      if (recent.length > 20) recent.shift()
+      log.debug(text)
+    },
     onError: (error) => log.warn({ err: error }, 'embedded PostgreSQL reported an error'),
   })
   const isNew = !existsSync(resolve(dataDir, 'PG_VERSION'))
@@ -50,7 +57,10 @@ export async function startEmbeddedPostgres(options: {
   } catch (error) {
     throw new Error(
       `embedded PostgreSQL did not start on port ${options.port} with data in ${dataDir} ` +
-        `(is the port taken? set EMBEDDED_PG_PORT, or DATABASE_URL for another database): ${String(error)}`,
+        `(is the port taken? set EMBEDDED_PG_PORT, or DATABASE_URL for another database): ` +
+        (error instanceof Error
+          ? error.message
+          : (recent.filter((l) => /FATAL|ERROR|could not/.test(l)).pop() ?? String(error))),
       { cause: error },
     )
   }
