@@ -9,6 +9,7 @@
 //   * A stream that delivered and then dropped is resumed (Last-Event-ID) after a backoff
 //     delay; the backoff resets once a connection stayed healthy for resetAfterMs.
 //   * restart() reconnects at once (a job was added or removed, or a patch failed).
+import { HEADER, MEDIA_TYPE } from '../protocol/http.js'
 import { Backoff, sleep } from './backoff.js'
 import {
   buildRequest,
@@ -155,8 +156,8 @@ export class Connection {
     let verdict = 'continue' as Verdict
     try {
       const request = await buildRequest(this.options, target.path, target.query, {
-        accept: 'text/event-stream',
-        ...(target.lastEventId === undefined ? {} : { 'last-event-id': target.lastEventId }),
+        accept: MEDIA_TYPE.eventStream,
+        ...(target.lastEventId === undefined ? {} : { [HEADER.lastEventId]: target.lastEventId }),
       })
       const res = await this.options.fetch(request.url, {
         headers: request.headers,
@@ -169,6 +170,11 @@ export class Connection {
         return 'end'
       }
       if (res.status !== 200 || !res.body) return await this.refused(res)
+      // A 200 that is not an event stream (a captive portal, a misrouted proxy) is a failure.
+      if (!(res.headers.get('content-type') ?? '').startsWith(MEDIA_TYPE.eventStream)) {
+        await res.body.cancel().catch(() => undefined)
+        return { kind: 'failed', counts: true, minDelayMs: 0 }
+      }
       const parser = new SseParser(
         {
           onActivity: () => {
