@@ -139,7 +139,7 @@ export class BenchChild<Info = unknown> {
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`. Resolves when the process has exited. */
-  async stop(graceMs = 3000): Promise<void> {
+  async stop(graceMs = process.env.BENCH_CPU_PROF === '1' ? 30_000 : 3000): Promise<void> {
     if (this.exited) return
     const exited = new Promise<void>((r) => this.proc.once('exit', () => r()))
     this.proc.kill('SIGTERM')

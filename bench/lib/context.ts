@@ -130,11 +130,8 @@ export class Context {
  */
 export function profileArgs(name: string): string[] {
   if (process.env.BENCH_CPU_PROF !== '1') return []
-  return [
-    '--cpu-prof',
-    `--cpu-prof-dir=${resolve(BENCH_DIR, 'results', 'prof')}`,
-    `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`,
-  ]
+  // One file per thread (the tsx loader runs in a worker thread): Node's default names.
+  return ['--cpu-prof', `--cpu-prof-dir=${resolve(BENCH_DIR, 'results', 'prof', name)}`]
 }
 
 /** Waits (bounded) until the server's counters satisfy `predicate`; returns the last reading. */

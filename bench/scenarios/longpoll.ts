@@ -32,7 +32,10 @@ export async function longPollScenario(ctx: Context): Promise<void> {
     )
     const jobs = await seedJobs(ctx.db, ctx.tenantId, JOBS)
     const versions = await currentVersions(ctx.db, jobs)
-    const server = await ctx.startServer(scope, { SWEEP_INTERVAL_MS: String(SWEEP_INTERVAL_MS) })
+    const server = await ctx.startServer(scope, {
+      SWEEP_INTERVAL_MS: String(SWEEP_INTERVAL_MS),
+      LEASE_REAPER_INTERVAL_MS: '0', // a worker feature: one query per 10 s, watchers or not
+    })
     const [polls, writer] = await Promise.all([
       LongPollGroup.start(scope, CLIENT_PROCESSES),
       scope.start('clients/writer.ts', { name: 'writer' }),
