@@ -3,7 +3,7 @@
 // bottom tells how jobwire runs; src/main.ts only adds the process signals.
 import { hkdfSync } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { sql } from 'kysely'
 import type { Config } from './config/index.js'
 import { runMigrations } from './db/migrate.js'
@@ -81,9 +81,19 @@ export async function startService(
       max: config.DB_POOL_MAX,
       statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
     })
-    pool.on('error', (error) => logger.warn({ err: error }, 'idle database connection failed'))
+    let isStopping = false
+    pool.on('error', (error) => {
+      // At shutdown the pool's last connections may still be closing when the embedded
+      // database stops: expected, not worth a warning.
+      if (isStopping) logger.debug({ err: error }, 'idle database connection closed at shutdown')
+      else logger.warn({ err: error }, 'idle database connection failed')
+    })
     const db = createDb(pool)
     cleanup.push(() => db.destroy())
+
+    // The hub reads watched jobs across tenants as the service's login: that needs a
+    // superuser, BYPASSRLS or the job_queue_service policy (granted to the migrating login).
+    await assertServiceCanReadAllTenants(db)
 
     // 4. Keys: the configured JWT key, or (development only) a generated one.
     const devSecrets =
@@ -242,6 +252,11 @@ export async function startService(
       ],
     })
     const server = createServer(app)
+    const sockets = new Set<Socket>()
+    server.on('connection', (socket: Socket) => {
+      sockets.add(socket)
+      socket.once('close', () => sockets.delete(socket))
+    })
     const webSockets = attachWebSockets(server, {
       ...streamDeps,
       auth,
@@ -275,13 +290,22 @@ export async function startService(
     const close = () =>
       (closing ??= (async () => {
         logger.info('shutting down')
+        isStopping = true
         const timer = setTimeout(() => server.closeAllConnections(), config.SHUTDOWN_TIMEOUT_MS)
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()))
         // Streams end (clients resume elsewhere) and parked waiters get the current document.
         registry.closeAll()
         webSockets.close()
+        // Idle keep-alive connections close now; so do connections that never sent a request
+        // (browsers and undici open them ahead of time), which closeIdleConnections() skips.
+        // Requests in flight finish, bounded by SHUTDOWN_TIMEOUT_MS.
+        const sweep = setInterval(() => {
+          server.closeIdleConnections()
+          for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy()
+        }, 50)
         server.closeIdleConnections()
         await stopped
+        clearInterval(sweep)
         clearTimeout(timer)
         await runCleanup()
         logger.info('stopped')
@@ -291,6 +315,24 @@ export async function startService(
   } catch (error) {
     await runCleanup()
     throw error
+  }
+}
+
+async function assertServiceCanReadAllTenants(db: Db): Promise<void> {
+  const { rows } = await sql<{ login: string; ok: boolean }>`
+    SELECT current_user AS login,
+           r.rolsuper OR r.rolbypassrls OR EXISTS (
+             SELECT 1 FROM pg_policies p
+             WHERE p.tablename = 'job_queue' AND p.policyname = 'job_queue_service'
+               AND (current_user = ANY (p.roles) OR pg_has_role(current_user, p.roles[1], 'MEMBER'))
+           ) AS ok
+    FROM pg_roles r WHERE r.rolname = current_user`.execute(db)
+  const row = rows[0]
+  if (row && !row.ok) {
+    throw new Error(
+      `the database login ${row.login} cannot read jobs across tenants for the event pipeline: ` +
+        'run the migrations with this login, or add it to the job_queue_service policy (docs/decisions.md)',
+    )
   }
 }
 

@@ -71,6 +71,8 @@ export class Listener {
       application_name: 'jobwire-listener',
       keepAlive: true,
       connectionTimeoutMillis: 10_000,
+      // A connection that stalls after the handshake must not leave LISTEN pending forever.
+      query_timeout: 10_000,
     })
     let failed = false
     const onFailure = (error: unknown) => {

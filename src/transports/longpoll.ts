@@ -8,6 +8,8 @@ import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
 export type WaitOutcome =
   | { kind: 'ready'; doc: JobDocument }
   | { kind: 'timed-out'; doc: JobDocument }
+  /** `since` is the final version of a finished job: nothing newer will come. */
+  | { kind: 'final'; doc: JobDocument }
   | { kind: 'shutdown'; doc: JobDocument }
   | { kind: 'gone' }
 
@@ -37,6 +39,8 @@ export class LongPollWaiter implements Watcher, RegisteredStream {
     this.handle = handle
     const doc = handle.state.current!
     if (isWaitSatisfied(doc, this.since)) return this.finish({ kind: 'ready', doc })
+    // A finished job will never have a newer version: waiting would only burn the timeout.
+    if (isTerminalStatus(doc.status)) return this.finish({ kind: 'final', doc })
     if (timeoutMs <= 0) return this.finish({ kind: 'timed-out', doc })
     this.unregister = registry.add(this)
     this.timer = setTimeout(

@@ -121,6 +121,19 @@ describe('GET /v1/jobs/:id/wait', () => {
     expect(await terminal.value.json()).toMatchObject({ status: 'failed', error: { message: 'x' } })
   })
 
+  it('answers at once when since is the final version of a finished job', async () => {
+    const t = newTenant()
+    const job = await createJob(service, t.admin)
+    await sql.query(`UPDATE job_queue SET status = 'cancelled' WHERE id = $1`, [job.id])
+    // Nothing newer can come: the answer does not wait out the 30 s timeout.
+    const final = await timed(
+      service.fetch(`/v1/jobs/${job.id}/wait?since=2&timeout=30`, { token: t.admin }),
+    )
+    expect(final.ms).toBeLessThan(2_000)
+    expect(final.value.headers.get('jobwire-timed-out')).toBe('false')
+    expect(await final.value.json()).toMatchObject({ status: 'cancelled', version: 2 })
+  })
+
   it('times out with the current document and jobwire-timed-out: true', async () => {
     const t = newTenant()
     const job = await createJob(service, t.admin)

@@ -110,7 +110,10 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
       if (outcome.kind === 'ready') deps.onEventDelivered?.('longpoll')
       res
         .status(200)
-        .set(HEADER.timedOut, outcome.kind === 'ready' ? 'false' : 'true')
+        .set(
+          HEADER.timedOut,
+          outcome.kind === 'ready' || outcome.kind === 'final' ? 'false' : 'true',
+        )
         .set('etag', etagOf(outcome.doc.version))
         .set('cache-control', 'no-store')
         .json(outcome.doc)
