@@ -25,6 +25,7 @@ import { createRateLimits } from './http/rate-limit.js'
 import { StreamRegistry } from './transports/stream-registry.js'
 import { RedisBridge } from './bridge/redis-bridge.js'
 import { startDemoWorker } from './dev/demo-worker.js'
+import { livePageRouter } from './dev/live-page.js'
 import { reapExpiredLeases } from './worker/sql.js'
 import { createMetrics } from './telemetry/metrics.js'
 
@@ -113,6 +114,13 @@ export async function startService(
           ? deriveWatchSecret(jwtConfig.secret)
           : devSecrets!.watchTokenSecret),
     })
+
+    // The development admin token for the demo tenant: printed at start-up and handed to the
+    // live page. Only when no key is configured (never in production: config refuses).
+    const devToken =
+      config.jwt.kind === 'none' && jwtConfig.kind === 'secret'
+        ? signDevToken(jwtConfig.secret, { sub: 'dev-admin', role: 'admin' })
+        : undefined
 
     // 5. The event pipeline: the hub reads changed rows in batches; the one listener
     //    connection feeds it; after a reconnect every watched job is re-read.
@@ -249,6 +257,7 @@ export async function startService(
           onCapRejected: metrics.capRejected,
         }),
         jobRoutes({ db, auth }),
+        ...(config.livePage ? [livePageRouter({ path: config.LIVE_PAGE_PATH, devToken })] : []),
       ],
     })
     const server = createServer(app)
@@ -281,10 +290,7 @@ export async function startService(
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
     logger.info({ url, embedded: config.isEmbeddedDatabase }, 'jobwire is listening')
 
-    if (config.jwt.kind === 'none' && jwtConfig.kind === 'secret') {
-      const token = signDevToken(jwtConfig.secret, { sub: 'dev-admin', role: 'admin' })
-      process.stdout.write(devBanner(url, token, config.livePage) + '\n')
-    }
+    if (devToken) process.stdout.write(devBanner(url, devToken, config.livePage) + '\n')
 
     let closing: Promise<void> | undefined
     const close = () =>

@@ -15,7 +15,7 @@ export interface Config extends Env {
   isEmbeddedDatabase: boolean
   jwt: JwtKeyConfig
   corsOrigins: string[]
-  /** The demo worker and the live page: on in development by default. */
+  /** The demo worker (with the embedded database) and the live page: on in development by default. */
   workerEnabled: boolean
   livePage: boolean
   logPretty: boolean
@@ -94,7 +94,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Co
       .map((s) => s.trim())
       .filter(Boolean),
     workerEnabled: env.WORKER_ENABLED ?? (!isProduction && env.DATABASE_URL === undefined),
-    livePage: env.LIVE_PAGE ?? !isProduction,
+    livePage: env.LIVE_PAGE ?? env.NODE_ENV === 'development',
     logPretty: env.LOG_PRETTY ?? (env.NODE_ENV === 'development' && process.stdout.isTTY === true),
   }
   return Object.freeze(config)

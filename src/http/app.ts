@@ -29,6 +29,7 @@ export interface AppDeps {
     | 'RATE_LIMIT_PER_USER'
     | 'RATE_LIMIT_PER_TENANT'
     | 'RATE_LIMIT_PER_IP'
+    | 'isProduction'
   > &
     OperationsRouteDeps['config']
   onRateLimited?(kind: RateLimitKind): void
@@ -95,8 +96,16 @@ export function createApp(deps: AppDeps): Express {
   app.use(
     helmet({
       contentSecurityPolicy: {
-        directives: { 'script-src': ["'self'"], 'connect-src': ["'self'"] },
+        directives: {
+          'script-src': ["'self'"],
+          'connect-src': ["'self'"],
+          // Over plain http (development on a LAN address) the browser would otherwise rewrite
+          // the page's own requests to https and break it.
+          'upgrade-insecure-requests': deps.config.isProduction ? [] : null,
+        },
       },
+      // HSTS pins a host to https for a year: only where it is served over https.
+      strictTransportSecurity: deps.config.isProduction,
     }),
   )
 
