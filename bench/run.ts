@@ -19,6 +19,8 @@ import { updateScenario } from './scenarios/update.js'
 import { pollingScenario } from './scenarios/polling.js'
 import { authzScenario } from './scenarios/authz.js'
 import { bullmqScenario } from './scenarios/bullmq.js'
+import { slowClientScenario } from './scenarios/slow-client.js'
+import { multiScenario } from './scenarios/multi.js'
 
 const WANTED_NOFILE = 65_536
 /** The whole run must stay under 10 minutes; a scenario that hangs is cut off here. */
@@ -36,6 +38,8 @@ const SCENARIOS: Record<string, Scenario> = {
   longpoll: { targets: [5], run: longPollScenario },
   get: { targets: [6], run: getScenario },
   update: { targets: [7], run: updateScenario },
+  'slow-client': { targets: [8], run: slowClientScenario },
+  multi: { targets: [9], run: multiScenario },
   polling: { targets: [10], run: pollingScenario },
   authz: { targets: [11], run: authzScenario },
   bullmq: { targets: [12], run: bullmqScenario },

@@ -6,7 +6,7 @@
 //   * versions: a jump of more than one is counted as merged (the patch covered several
 //     versions and applied cleanly); a failed test op or a backward version is an error;
 //   * arm/collect: the time each connection first reached a version (fan-out).
-import { Agent, request, type ClientRequest } from 'node:http'
+import { Agent, request, type ClientRequest, type IncomingMessage } from 'node:http'
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import { nowMs, serve, sleep } from '../lib/child.js'
 
@@ -15,6 +15,7 @@ const { applyPatch, compare } = fastJsonPatch
 interface Conn {
   job: string
   req: ClientRequest
+  res: IncomingMessage | undefined
   doc: Record<string, unknown> | undefined
   version: number
   buf: string
@@ -140,6 +141,7 @@ function openOne(args: OpenArgs, target: { job: string; path: string }): Promise
     const conn: Conn = {
       job: target.job,
       req,
+      res: undefined,
       doc: undefined,
       version: 0,
       buf: '',
@@ -167,6 +169,7 @@ function openOne(args: OpenArgs, target: { job: string; path: string }): Promise
         settle(new Error(`HTTP ${res.statusCode}`))
         return
       }
+      conn.res = res
       res.socket.setNoDelay(true)
       res.setEncoding('utf8')
       res.on('data', (chunk: string) => {
@@ -280,6 +283,15 @@ serve({
       }
     }
     return { checked: mine.length, behind, mismatched, samples }
+  },
+  /** Stops reading every connection (a slow client): the server's socket buffer fills up. */
+  pauseAll: () => {
+    for (const c of conns) c.res?.socket.pause()
+    return conns.length
+  },
+  resumeAll: () => {
+    for (const c of conns) c.res?.socket.resume()
+    return conns.length
   },
   closeAll: () => {
     for (const c of conns) c.req.destroy()

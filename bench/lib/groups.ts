@@ -108,6 +108,14 @@ export class SseClientGroup {
     }
   }
 
+  async pauseAll(): Promise<void> {
+    await Promise.all(this.procs.map((p) => p.call('pauseAll')))
+  }
+
+  async resumeAll(): Promise<void> {
+    await Promise.all(this.procs.map((p) => p.call('resumeAll')))
+  }
+
   async closeAll(): Promise<void> {
     await Promise.all(this.procs.map((p) => p.call('closeAll')))
   }

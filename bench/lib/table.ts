@@ -62,13 +62,13 @@ export const TARGETS: ReadonlyArray<{ n: number; metric: string; target: string;
     n: 8,
     metric: 'slow client, 10k changes: server memory',
     target: 'within 5 MB; converges',
-    why: 'not implemented in bench/ yet (the integration test covers boundedness at 2k updates)',
+    why: 'scenario `slow-client` not run',
   },
   {
     n: 9,
     metric: '2 API processes: delivery on both',
     target: 'every change on both; ≤ 1.2 × single-process latency',
-    why: 'not implemented in bench/ yet',
+    why: 'scenario `multi` not run',
   },
   {
     n: 10,
