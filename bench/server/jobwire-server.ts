@@ -3,6 +3,7 @@
 // garbage collection before it reads the RSS (the process runs with --expose-gc).
 // It also counts every query the process sends (pg.Client#query, pool and listener alike): an
 // exact, lag-free figure beside pg_stat_database, whose counters PostgreSQL flushes late.
+import { writeHeapSnapshot } from 'node:v8'
 import { loadConfig } from '../../src/config/index.js'
 import { startService } from '../../src/service.js'
 import { serve } from '../lib/child.js'
@@ -40,6 +41,8 @@ serve(
       listenerQueries: queries.listener,
       memory: process.memoryUsage(),
     }),
+    /** Writes a V8 heap snapshot (for finding what each connection keeps alive). */
+    heapSnapshot: (args: { path: string }) => writeHeapSnapshot(args.path),
     gc: () => {
       const gc = (globalThis as { gc?: () => void }).gc
       gc?.()
