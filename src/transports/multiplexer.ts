@@ -1,7 +1,7 @@
 // Many jobs over one connection (WebSocket, or SSE on /v1/events): owns the connection's
 // job subscriptions and its tenant-feed subscription, what the client has of each job, and
 // backpressure. Transport-neutral: a sink encodes messages (once per change and base
-// version, shared by every connection of that sink kind) and writes bytes.
+// version, shared by every connection with that encoding) and writes bytes.
 // Promises, per job: snapshot first (or one patch on resume), then patches that test the
 // base version, then `end` once terminal, after which the job is dropped; while the socket
 // is congested nothing is queued: each dirty job (subscribed, or seen on the feed) gets one
@@ -18,8 +18,11 @@ export type MuxMessage =
   | { type: 'reset'; detail: string }
 
 export interface MuxSink {
-  /** Memo key prefix: sinks of one kind share encoded bytes. */
-  readonly kind: string
+  /**
+   * Memo key prefix: sinks with the same encoding share encoded bytes. Must differ from every
+   * other cache user of a JobChange (the single-job SSE stream uses `sse:<format>`).
+   */
+  readonly encoding: 'sse-mux' | 'ws'
   encode(message: MuxMessage): Buffer
   /** Writes one message's bytes; `job` and `version` let SSE add its resume id. */
   write(bytes: Buffer, job?: string, version?: number): void
@@ -218,7 +221,7 @@ export class Multiplexer implements FeedWatcher {
         patch: state.patchFrom(base.version) ?? diffDocuments(base, doc),
       })
     const bytes = change
-      ? change.memoize(`${this.sink.kind}:patch:${base.version}`, encode)
+      ? change.memoize(`${this.sink.encoding}:patch:${base.version}`, encode)
       : encode()
     sub.delivered = doc
     this.sink.write(bytes, doc.id, doc.version)
@@ -273,7 +276,10 @@ export class Multiplexer implements FeedWatcher {
           : { type: 'snapshot', job: doc.id, version: doc.version, doc },
       )
     const bytes = change
-      ? change.memoize(`${this.sink.kind}:feed:${base?.version ?? 'snapshot'}`, encode)
+      ? change.memoize(
+          base ? `${this.sink.encoding}:patch:${base.version}` : `${this.sink.encoding}:snapshot`,
+          encode,
+        )
       : encode()
     this.sink.write(bytes, doc.id, doc.version)
     if (isTerminalStatus(doc.status)) {

@@ -137,8 +137,11 @@ export class SseJobStream implements Watcher, RegisteredStream {
   private deliver(state: JobState, base: JobDocument, change?: JobChange): void {
     const doc = state.current!
     const frame = change
-      ? change.memoize(`sse:${this.options.format}:${base.version}`, () =>
-          this.frameFor(state, base, doc),
+      ? change.memoize(
+          this.options.format === 'full'
+            ? 'sse:full'
+            : `sse:${this.options.format}:${base.version}`,
+          () => this.frameFor(state, base, doc),
         )
       : this.frameFor(state, base, doc)
     this.delivered = doc

@@ -274,3 +274,27 @@ it("opens a watch token's own job and refuses any other with 403", async () => {
   expect(other.status).toBe(403)
   expect(other.headers.get('content-type')).toBe('application/problem+json')
 })
+
+it('gives a single-job stream and a multiplexed stream on the same job each their own frames', async () => {
+  const t = newTenant()
+  const job = await createJob(service, t.admin)
+  const auth = { headers: { authorization: `Bearer ${t.admin}` } }
+  // Both kinds of stream, in both orders, so that neither can reuse the other's cached bytes.
+  const single = await openSse(`${service.url}/v1/jobs/${job.id}/events`, auth)
+  const mux = await openSse(`${service.url}/v1/events?jobs=${job.id}`, auth)
+  const single2 = await openSse(`${service.url}/v1/jobs/${job.id}/events`, auth)
+  try {
+    for (const s of [single, mux, single2]) await s.next('snapshot')
+    await sql.query(`UPDATE job_queue SET progress = 42 WHERE id = $1`, [job.id])
+    for (const s of [single, single2]) {
+      const patch = await s.next('patch')
+      expect(patch.id).toBe('2')
+      expect(Array.isArray(patch.json())).toBe(true)
+    }
+    const muxPatch = await mux.next('patch')
+    expect(muxPatch.id).toMatch(/^j\./)
+    expect(muxPatch.json()).toMatchObject({ type: 'patch', job: job.id, version: 2 })
+  } finally {
+    for (const s of [single, mux, single2]) s.close()
+  }
+})

@@ -8,7 +8,7 @@ import type { JobDocument } from '../../src/protocol/job.js'
 import { Multiplexer, type MuxMessage, type MuxSink } from '../../src/transports/multiplexer.js'
 
 class FakeSink implements MuxSink {
-  readonly kind = 'fake'
+  readonly encoding = 'ws' as const
   readonly written: Array<{ message: MuxMessage; job?: string; version?: number }> = []
   encodes = 0
   isBusy = false
