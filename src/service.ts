@@ -94,7 +94,7 @@ export async function startService(
 
     // The hub reads watched jobs across tenants as the service's login: that needs a
     // superuser, BYPASSRLS or the job_queue_service policy (granted to the migrating login).
-    await assertServiceCanReadAllTenants(db)
+    await assertServiceCanReadAllTenants(db, logger)
 
     // 4. Keys: the configured JWT key, or (development only) a generated one.
     const devSecrets =
@@ -324,16 +324,25 @@ export async function startService(
   }
 }
 
-async function assertServiceCanReadAllTenants(db: Db): Promise<void> {
-  const { rows } = await sql<{ login: string; ok: boolean }>`
+async function assertServiceCanReadAllTenants(db: Db, logger: Logger): Promise<void> {
+  const result = await sql<{ login: string; ok: boolean }>`
     SELECT current_user AS login,
            r.rolsuper OR r.rolbypassrls OR EXISTS (
              SELECT 1 FROM pg_policies p
              WHERE p.tablename = 'job_queue' AND p.policyname = 'job_queue_service'
                AND (current_user = ANY (p.roles) OR pg_has_role(current_user, p.roles[1], 'MEMBER'))
            ) AS ok
-    FROM pg_roles r WHERE r.rolname = current_user`.execute(db)
-  const row = rows[0]
+    FROM pg_roles r WHERE r.rolname = current_user`
+    .execute(db)
+    .catch((error: unknown) => {
+      // The database is unreachable or refuses us: start anyway; /readyz says not ready.
+      logger.warn(
+        { err: error },
+        'could not check the database login; /readyz reports the database',
+      )
+      return undefined
+    })
+  const row = result?.rows[0]
   if (row && !row.ok) {
     throw new Error(
       `the database login ${row.login} cannot read jobs across tenants for the event pipeline: ` +
