@@ -89,7 +89,7 @@ export async function slowClientScenario(ctx: Context): Promise<void> {
       metric: `1 paused SSE client while its job changes ${slow.updates.toLocaleString('en-US')} times: server RSS growth after GC (then ${slow.patches} patches, ${slow.merged} versions merged; heap +${fmtNum(slow.heapGrowthKiB / 1024)} MB)`,
       jobwire: `${fmtNum(slow.growthKiB / 1024)} MB (peak +${fmtNum((slow.peakKiB - slow.rssBeforeKiB) / 1024)} MB)`,
       floor: `${fmtNum(control.growthKiB / 1024)} MB same changes, client reading`,
-      ratio: `+${fmtNum(costKiB / 1024)} MB`,
+      ratio: `${costKiB < 0 ? '−' : '+'}${fmtNum(Math.abs(costKiB) / 1024)} MB`,
       target: '≤ 5 MB above control; converges',
       verdict: verdict(
         costKiB <= LIMIT_KIB &&
