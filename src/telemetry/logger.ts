@@ -5,15 +5,38 @@ import { pino, type DestinationStream, type Logger } from 'pino'
 
 export type { Logger }
 
-const TOKEN_PARAMS = /([?&](?:token|access_token|watch_token)=)[^&#]*/gi
+const TOKEN_PARAMS = /([?&](?:token|access_token|watch_token)=)[^&#\s]*/gi
 /** A JWT (header.payload.signature, base64url): JSON headers always start with `eyJ`. */
 const JWT = /eyJ[\w-]*\.[\w-]+\.[\w-]*/g
 /** Error members that can carry a whole request (headers included) or a client config. */
 const ERROR_DROP = ['headers', 'config', 'request', 'response', 'req', 'res', 'socket', 'body']
 
-/** `/v1/jobs/x/events?token=abc&format=full` → `/v1/jobs/x/events?token=[redacted]&format=full` */
+const TOKEN_PARAM_NAMES = new Set(['token', 'access_token', 'watch_token'])
+
+/**
+ * `/v1/jobs/x/events?token=abc&format=full` → `/v1/jobs/x/events?token=[redacted]&format=full`.
+ * Parameter names are compared decoded (`?%74oken=` authenticates too), and anything
+ * JWT-shaped elsewhere in the URL is masked as well.
+ */
 export function redactUrl(url: string | undefined): string | undefined {
-  return url?.replace(TOKEN_PARAMS, (_m, name: string) => `${name}[redacted]`)
+  if (url === undefined) return undefined
+  const q = url.indexOf('?')
+  if (q < 0) return url.replace(JWT, '[redacted]')
+  const params = url
+    .slice(q + 1)
+    .split('&')
+    .map((part) => {
+      const eq = part.indexOf('=')
+      const rawName = eq < 0 ? part : part.slice(0, eq)
+      let name = rawName
+      try {
+        name = decodeURIComponent(rawName.replaceAll('+', ' '))
+      } catch {
+        // a malformed escape: compare the raw name
+      }
+      return TOKEN_PARAM_NAMES.has(name.toLowerCase()) ? `${rawName}=[redacted]` : part
+    })
+  return `${url.slice(0, q)}?${params.join('&')}`.replace(JWT, '[redacted]')
 }
 
 /** Masks token query parameters and anything shaped like a JWT in free text. */
