@@ -195,7 +195,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
               : undefined,
           )
         } catch (error) {
-          mux.abandon(id)
+          mux.abandon(watcher)
           if (error instanceof AppError) mux.error(error.status, error.message, id)
           else {
             deps.logger.warn({ err: error }, 'websocket subscribe failed')

@@ -35,6 +35,8 @@ class JobSubscription implements Watcher {
   handle: WatchHandle | undefined
   delivered: JobDocument | undefined
   isDirty = false
+  /** Unsubscribed while its authorising read was in flight: start() only closes it. */
+  isCancelled = false
   constructor(
     readonly jobId: string,
     private readonly mux: Multiplexer,
@@ -50,7 +52,7 @@ class JobSubscription implements Watcher {
 export class Multiplexer implements FeedWatcher {
   private readonly jobs = new Map<string, JobSubscription>()
   /** Jobs between prepare() and start(): the feed leaves them to their own subscription. */
-  private readonly pending = new Set<string>()
+  private readonly pending = new Map<string, JobSubscription>()
   private unwatchFeed: (() => void) | undefined
   /** What the feed delivered of jobs that are not individually subscribed. */
   private readonly feedDelivered = new Map<string, JobDocument>()
@@ -93,15 +95,19 @@ export class Multiplexer implements FeedWatcher {
 
   /** A watcher to register with hub.watch() before the authorising read. */
   prepare(jobId: string): Watcher {
-    this.pending.add(jobId)
-    return this.jobs.get(jobId) ?? new JobSubscription(jobId, this)
+    const sub = this.jobs.get(jobId) ?? new JobSubscription(jobId, this)
+    this.pending.set(jobId, sub)
+    return sub
   }
 
-  /** Starts a job after its authorising read: snapshot, one resume patch, or nothing. */
+  /**
+   * Starts a job after its authorising read: snapshot, one resume patch, or nothing. A job
+   * unsubscribed meanwhile, or a closed connection, only closes the handle.
+   */
   start(watcher: Watcher, handle: WatchHandle, resumeFrom: number | undefined): void {
     const sub = watcher as JobSubscription
-    this.pending.delete(sub.jobId)
-    if (this.isClosed) return handle.close()
+    this.forgetPending(sub)
+    if (this.isClosed || sub.isCancelled) return handle.close()
     const existing = this.jobs.get(sub.jobId)
     if (existing && existing !== sub) return handle.close() // already subscribed
     sub.handle = handle
@@ -133,16 +139,23 @@ export class Multiplexer implements FeedWatcher {
   }
 
   /** Forgets a prepared job whose authorising read failed. */
-  abandon(jobId: string): void {
-    this.pending.delete(jobId)
+  abandon(watcher: Watcher): void {
+    this.forgetPending(watcher as JobSubscription)
   }
 
+  /** Drops a job; one still being started is cancelled, and its start() sends nothing. */
   unsubscribe(jobId: string): void {
+    const starting = this.pending.get(jobId)
+    if (starting) {
+      starting.isCancelled = true
+      this.pending.delete(jobId)
+    }
     const sub = this.jobs.get(jobId)
-    if (!sub) return
-    this.jobs.delete(jobId)
-    sub.handle?.close()
-    this.checkIdle()
+    if (sub) {
+      this.jobs.delete(jobId)
+      sub.handle?.close()
+    }
+    if (starting || sub) this.checkIdle()
   }
 
   openFeed(watch: (watcher: FeedWatcher) => () => void): void {
@@ -296,6 +309,10 @@ export class Multiplexer implements FeedWatcher {
     this.jobs.delete(sub.jobId)
     sub.handle?.close()
     this.checkIdle()
+  }
+
+  private forgetPending(sub: JobSubscription): void {
+    if (this.pending.get(sub.jobId) === sub) this.pending.delete(sub.jobId)
   }
 
   private checkIdle(): void {

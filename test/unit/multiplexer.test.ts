@@ -207,7 +207,7 @@ describe('job subscriptions', () => {
     expect(mux.has(JOB)).toBe(true)
     expect(mux.size).toBe(0)
     expect(mux.reserved).toBe(1)
-    mux.abandon(JOB)
+    mux.abandon(watcher)
     expect(mux.has(JOB)).toBe(false)
     expect(mux.reserved).toBe(0)
     mux.start(watcher, job.handle(watcher), undefined)
@@ -242,6 +242,33 @@ describe('job subscriptions', () => {
     job.state.advance(doc(2))
     watcher.onChange(new JobChange(job.state, doc(2), doc(1)))
     expect(sink.types()).toEqual(['snapshot'])
+  })
+
+  it('cancels a job unsubscribed while its read is in flight: start() only closes it', () => {
+    const sink = new FakeSink()
+    const mux = new Multiplexer(sink, undefined)
+    const job = new FakeJob(doc(1))
+    const watcher = mux.prepare(JOB)
+    const handle = job.handle(watcher)
+    mux.unsubscribe(JOB)
+    expect(mux.has(JOB)).toBe(false)
+    expect(mux.reserved).toBe(0)
+    mux.start(watcher, handle, undefined)
+    expect(job.closes).toBe(1)
+    expect(mux.size).toBe(0)
+    job.change(doc(2, { progress: 10 }))
+    expect(sink.messages).toEqual([])
+
+    // Subscribing again while the cancelled read is still out starts the new one only.
+    const first = mux.prepare(JOB)
+    const firstHandle = job.handle(first)
+    mux.unsubscribe(JOB)
+    const second = mux.prepare(JOB)
+    mux.start(second, job.handle(second), undefined)
+    mux.start(first, firstHandle, undefined)
+    expect(sink.types()).toEqual(['snapshot'])
+    expect(mux.size).toBe(1)
+    expect(job.closes).toBe(2)
   })
 
   it('merges changes made while the sink is congested into one patch on drain', () => {

@@ -142,7 +142,7 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
         try {
           return { watcher, handle: await subscribeJob(deps, principal, raw, watcher) }
         } catch (error) {
-          mux.abandon(raw)
+          mux.abandon(watcher)
           if (!(error instanceof AppError)) throw error
           failures.push({ job: raw, status: error.status, detail: error.message })
           return undefined
