@@ -27,6 +27,12 @@ export interface MuxSink {
   /** Writes one message's bytes; `job` and `version` let SSE add its resume id. */
   write(bytes: Buffer, job?: string, version?: number): void
   isCongested(): boolean
+  /**
+   * Keep the final version of every job that ended, for positions(): only a sink whose
+   * resume id names ended jobs (SSE `j.`) needs them; on a long-lived WebSocket they would
+   * pile up, one per finished job.
+   */
+  readonly needsPositions: boolean
   /** Called when the last job subscription ended and no feed is open. */
   onIdle?(): void
 }
@@ -58,7 +64,10 @@ export class Multiplexer implements FeedWatcher {
   private readonly feedDelivered = new Map<string, JobDocument>()
   /** Feed jobs that changed while the sink was congested: the newest document of each. */
   private readonly feedDirty = new Map<string, JobDocument>()
-  /** Final versions of jobs that ended here: resume ids keep them (so a reconnect can 204). */
+  /**
+   * Final versions of jobs that ended here, when the sink needsPositions: resume ids keep
+   * them (so a reconnect can 204).
+   */
   private readonly ended = new Map<string, number>()
   private isClosed = false
 
@@ -302,7 +311,7 @@ export class Multiplexer implements FeedWatcher {
   }
 
   private endJob(sub: JobSubscription, doc: JobDocument): void {
-    this.ended.set(doc.id, doc.version)
+    if (this.sink.needsPositions) this.ended.set(doc.id, doc.version)
     this.send({ type: 'end', job: doc.id, version: doc.version, status: doc.status })
     // The same change may still reach this connection's feed: it has been delivered.
     if (this.unwatchFeed) this.feedDelivered.set(doc.id, doc)

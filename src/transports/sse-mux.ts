@@ -24,6 +24,7 @@ export interface SseMuxOptions {
 export class SseMuxStream implements MuxSink, RegisteredStream {
   readonly kind = 'sse' as const
   readonly encoding = 'sse-mux' as const
+  readonly needsPositions = true
   readonly tenantId: string
   readonly userKey: string
   readonly expiresAt: number

@@ -23,6 +23,7 @@ export interface WsConnectionOptions {
 export class WsConnection implements MuxSink, RegisteredStream {
   readonly kind = 'ws' as const
   readonly encoding = 'ws' as const
+  readonly needsPositions = false
   readonly expiresAt = 0
   readonly tenantId: string
   readonly userKey: string

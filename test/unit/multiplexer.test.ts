@@ -9,6 +9,7 @@ import { Multiplexer, type MuxMessage, type MuxSink } from '../../src/transports
 
 class FakeSink implements MuxSink {
   readonly encoding = 'ws' as const
+  needsPositions = true
   readonly written: Array<{ message: MuxMessage; job?: string; version?: number }> = []
   encodes = 0
   isBusy = false
@@ -147,6 +148,17 @@ describe('job subscriptions', () => {
     expect(sink.idles).toBe(1)
     // An ended job keeps its final position in the resume id.
     expect(mux.positions()).toEqual(new Map([[JOB, 3]]))
+  })
+
+  it('keeps no ended positions for a sink that does not need them (WebSocket)', () => {
+    const sink = new FakeSink()
+    sink.needsPositions = false
+    const mux = new Multiplexer(sink, undefined)
+    const job = new FakeJob(doc(1))
+    subscribe(mux, job)
+    job.change(doc(2, { status: 'completed' }))
+    expect(sink.types()).toEqual(['snapshot', 'patch', 'end'])
+    expect(mux.positions()).toEqual(new Map())
   })
 
   it('resumes with one patch from a version in the history, nothing when current', () => {
