@@ -15,6 +15,8 @@ import { createAuthenticator } from './http/auth.js'
 import { jobRoutes } from './http/routes/jobs.js'
 import { createLogger, type Logger } from './telemetry/logger.js'
 import { fetchJobsByIds } from './db/jobs.js'
+import { fetchJobsChangedSince } from './db/catch-up.js'
+import type { JobRow } from './db/schema.js'
 import { toJobDocument } from './events/document.js'
 import { Hub } from './events/hub.js'
 import { Listener } from './events/listener.js'
@@ -28,6 +30,10 @@ import { startDemoWorker } from './dev/demo-worker.js'
 import { livePageRouter } from './dev/live-page.js'
 import { reapExpiredLeases } from './worker/sql.js'
 import { createMetrics } from './telemetry/metrics.js'
+
+/** Feed catch-up after a listener outage: how far back before the outage, and how many jobs. */
+const CATCH_UP_MARGIN_MS = 5000
+const CATCH_UP_MAX_JOBS = 10_000
 
 export interface RunningService {
   /** `http://host:port`, with the port the server really bound (PORT=0 picks one). */
@@ -124,13 +130,13 @@ export async function startService(
 
     // 5. The event pipeline: the hub reads changed rows in batches; the one listener
     //    connection feeds it; after a reconnect every watched job is re-read.
+    const toFetched = (row: JobRow) => ({
+      doc: toJobDocument(row),
+      tenantId: row.tenant_id,
+      ownerId: row.owner_id,
+    })
     const hub = new Hub({
-      fetchJobs: async (ids) =>
-        (await fetchJobsByIds(db, ids)).map((row) => ({
-          doc: toJobDocument(row),
-          tenantId: row.tenant_id,
-          ownerId: row.owner_id,
-        })),
+      fetchJobs: async (ids) => (await fetchJobsByIds(db, ids)).map(toFetched),
       logger: logger.child({ component: 'hub' }),
       historySize: config.JOB_HISTORY_SIZE,
       batchMaxIds: config.BATCH_MAX_IDS,
@@ -143,10 +149,33 @@ export async function startService(
       reconnectMinMs: config.LISTENER_RECONNECT_MIN_MS,
       reconnectMaxMs: config.LISTENER_RECONNECT_MAX_MS,
       onNotification: (payload) => hub.handlePayload(payload),
+      onDisconnected: () => (disconnectedAt ??= Date.now()),
       onConnected: ({ isReconnect }) => {
-        if (isReconnect) hub.refreshWatched({ includeTerminal: true })
+        if (!isReconnect) return
+        hub.refreshWatched({ includeTerminal: true })
+        // Feeds (and the bridge) also see jobs nobody watched one by one: read what changed
+        // during the gap, with a margin for clock skew and transactions that committed late.
+        const since = disconnectedAt
+        disconnectedAt = undefined
+        const tenants = hub.feedTenants()
+        if (since === undefined || (tenants !== 'all' && tenants.length === 0)) return
+        fetchJobsChangedSince(
+          db,
+          tenants,
+          new Date(since - CATCH_UP_MARGIN_MS),
+          CATCH_UP_MAX_JOBS,
+        ).then(
+          (rows) => {
+            if (rows.length >= CATCH_UP_MAX_JOBS)
+              logger.warn({ rows: rows.length }, 'feed catch-up truncated')
+            hub.catchUp(rows.map(toFetched))
+          },
+          (error: unknown) =>
+            logger.warn({ err: error }, 'feed catch-up after a listener outage failed'),
+        )
       },
     })
+    let disconnectedAt: number | undefined
     // The stream registry and the metrics exist before the first notification can arrive.
     const registry = new StreamRegistry({ heartbeatMs: config.SSE_HEARTBEAT_MS })
     const metrics = createMetrics({
@@ -196,7 +225,7 @@ export async function startService(
         logger: logger.child({ component: 'demo-worker' }),
         concurrency: config.WORKER_CONCURRENCY,
         leaseSeconds: config.LEASE_SECONDS,
-        reapIntervalMs: config.LEASE_REAPER_INTERVAL_MS,
+        reapIntervalMs: 0, // the service reaps expired leases itself (above)
       })
       cleanup.push(() => demo.stop({ graceMs: 2000 }))
     }

@@ -66,8 +66,12 @@ export class Hub {
   private readonly feeds = new Map<string, Set<FeedWatcher>>()
   /** Watchers of every job of every tenant (the Redis bridge's outbound direction). */
   private readonly everything = new Set<FeedWatcher>()
-  /** id → forced (re-read even if no newer version was announced). */
-  private readonly queue = new Map<string, boolean>()
+  /**
+   * Jobs to read, with their state (so that a state the retained LRU evicts meanwhile is
+   * still read and delivered) and whether to read even if no newer version was announced.
+   */
+  private readonly queue = new Map<string, { state: JobState; forced: boolean }>()
+  private isStopped = false
   private isFetching = false
   private isScheduled = false
   private retryTimer: NodeJS.Timeout | undefined
@@ -180,7 +184,7 @@ export class Hub {
       state.notifiedVersion = n.version
       state.notifiedTs = n.ts
     }
-    this.enqueue(n.id, n.status === 'deleted')
+    this.enqueue(state, n.status === 'deleted')
   }
 
   /** Re-reads watched jobs: after a listener reconnect (all) and on the safety sweep (non-terminal). */
@@ -189,7 +193,7 @@ export class Hub {
     for (const state of this.jobs.values()) {
       if (!options.includeTerminal && state.current && isTerminalStatus(state.current.status))
         continue
-      this.enqueue(state.id, true)
+      this.enqueue(state, true)
       n++
     }
     return n
@@ -201,7 +205,29 @@ export class Hub {
     this.sweepTimer.unref()
   }
 
+  /**
+   * After a listener outage, feeds (and watchAll) may have missed jobs nobody watched one by
+   * one, including jobs created during the gap: apply what a catch-up read found.
+   */
+  catchUp(rows: readonly FetchedJob[]): void {
+    for (const row of rows) {
+      let state = this.jobs.get(row.doc.id) ?? this.retained.get(row.doc.id)
+      if (!state) {
+        if (!this.feedWants(row.tenantId, row.ownerId)) continue
+        state = new JobState(row.doc.id, this.options.historySize)
+        this.retain(state, true)
+      }
+      this.apply(state, row)
+    }
+  }
+
+  /** Tenants with an open feed, or 'all' when something watches every job (the bridge). */
+  feedTenants(): string[] | 'all' {
+    return this.everything.size > 0 ? 'all' : [...this.feeds.keys()]
+  }
+
   stop(): void {
+    this.isStopped = true
     clearInterval(this.sweepTimer)
     clearTimeout(this.retryTimer)
     this.queue.clear()
@@ -223,13 +249,14 @@ export class Hub {
       this.retained.delete(this.retained.keys().next().value!)
   }
 
-  private enqueue(id: string, forced: boolean): void {
-    this.queue.set(id, forced || (this.queue.get(id) ?? false))
+  private enqueue(state: JobState, forced: boolean): void {
+    const queued = this.queue.get(state.id)
+    this.queue.set(state.id, { state, forced: forced || (queued?.forced ?? false) })
     this.schedule()
   }
 
   private schedule(): void {
-    if (this.isScheduled || this.isFetching || this.queue.size === 0) return
+    if (this.isStopped || this.isScheduled || this.isFetching || this.queue.size === 0) return
     this.isScheduled = true
     const run = () => {
       this.isScheduled = false
@@ -241,16 +268,15 @@ export class Hub {
 
   private async flush(): Promise<void> {
     if (this.isFetching) return
-    const ids: string[] = []
-    for (const [id, forced] of this.queue) {
-      if (ids.length >= this.options.batchMaxIds) break
+    const batch = new Map<string, JobState>()
+    for (const [id, { state, forced }] of this.queue) {
+      if (batch.size >= this.options.batchMaxIds) break
       this.queue.delete(id)
-      const state = this.jobs.get(id) ?? this.retained.get(id)
-      if (!state) continue
       // Already caught up with what was announced (an earlier batch read a newer row).
       if (!forced && state.version >= state.notifiedVersion) continue
-      ids.push(id)
+      batch.set(id, state)
     }
+    const ids = [...batch.keys()]
     if (ids.length === 0) return this.schedule()
     this.isFetching = true
     this.stats.fetches++
@@ -261,7 +287,9 @@ export class Hub {
       const found = new Set<string>()
       for (const row of rows) {
         found.add(row.doc.id)
-        const state = this.jobs.get(row.doc.id) ?? this.retained.get(row.doc.id)
+        // The live state if the job is (again) watched or retained, else the queued one.
+        const state =
+          this.jobs.get(row.doc.id) ?? this.retained.get(row.doc.id) ?? batch.get(row.doc.id)
         if (state) this.apply(state, row)
       }
       for (const id of ids) if (!found.has(id)) this.gone(id)
@@ -271,7 +299,8 @@ export class Hub {
         { err: error, ids: ids.length },
         'reading changed jobs failed; retrying',
       )
-      for (const id of ids) this.queue.set(id, true)
+      if (this.isStopped) return
+      for (const [id, state] of batch) this.queue.set(id, { state, forced: true })
       clearTimeout(this.retryTimer)
       this.retryTimer = setTimeout(() => this.schedule(), FETCH_RETRY_MS)
       this.retryTimer.unref()

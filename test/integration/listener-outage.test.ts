@@ -129,6 +129,48 @@ describe('when the listener backend is terminated', () => {
   })
 })
 
+describe('the tenant feed across a listener outage', () => {
+  let service: TestService
+  beforeAll(async () => {
+    service = await startTestService(database.url, {
+      LISTENER_RECONNECT_MIN_MS: '1500',
+      LISTENER_RECONNECT_MAX_MS: '3000',
+      SWEEP_INTERVAL_MS: '0',
+    })
+  })
+  afterAll(() => service?.close())
+
+  it('delivers jobs created and changed during the gap that nobody watched one by one', async () => {
+    const t = newTenant()
+    const before = await createJob(service, t.admin)
+    const feed = await openSse(`${service.url}/v1/events`, {
+      headers: { authorization: `Bearer ${t.admin}` },
+    })
+    clients.push(feed)
+    expect(feed.status).toBe(200)
+    await sql.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE application_name = 'jobwire-listener' AND datname = current_database()`,
+    )
+    await until(async () => (await readyStatus(service)) === 503, '/readyz to report not-ready')
+    const { rows } = await sql.query<{ id: string }>(
+      `INSERT INTO job_queue (tenant_id, owner_id, type) VALUES ($1, 'admin-1', 'in-gap') RETURNING id`,
+      [t.tenantId],
+    )
+    await sql.query(`UPDATE job_queue SET progress = 33 WHERE id = $1`, [before.id])
+    expect(service.listener.isConnected).toBe(false)
+
+    const seen = new Map<string, number>()
+    while (seen.get(rows[0]!.id) === undefined || (seen.get(before.id) ?? 0) < 2) {
+      const event = await feed.next(undefined, 10_000)
+      const message = event.json<{ job?: string; version?: number }>()
+      if (message.job && message.version) seen.set(message.job, message.version)
+    }
+    expect(seen.get(rows[0]!.id)).toBe(1)
+    expect(seen.get(before.id)).toBe(2)
+  })
+})
+
 describe('when the listener is cut off for longer than 10 s', () => {
   let service: TestService
   let proxy: TcpProxy

@@ -413,3 +413,56 @@ describe('Hub', () => {
     expect(hub.watcherCount).toBe(0)
   })
 })
+
+describe('feeds', () => {
+  it('delivers every job of a burst larger than the retained cache', async () => {
+    hub = new Hub({
+      fetchJobs: db.fetchJobs,
+      logger,
+      historySize: 4,
+      batchMaxIds: 500,
+      batchWindowMs: 0,
+      retainedMax: 3,
+    })
+    const seen: string[] = []
+    hub.watchFeed(TENANT, { ownerId: undefined, onChange: (change) => seen.push(change.doc.id) })
+    // Ten new jobs nobody watches one by one: their states outnumber the retained cache
+    // before the batch is read; each must still be read and delivered.
+    for (let n = 1; n <= 10; n++) {
+      db.set(doc(jobId(n), 1, { status: 'queued' }))
+      hub.handleNotification(notification(jobId(n), 1, 'queued'))
+    }
+    await settle()
+    expect(db.reads).toHaveLength(1)
+    expect(seen.sort()).toEqual(Array.from({ length: 10 }, (_, i) => jobId(i + 1)).sort())
+  })
+
+  it('applies a catch-up read to the feeds that may see the jobs, and to nobody else', () => {
+    const seen: string[] = []
+    hub.watchFeed(TENANT, { ownerId: 'alice', onChange: (change) => seen.push(change.doc.id) })
+    hub.catchUp([
+      { doc: doc(jobId(1), 3), tenantId: TENANT, ownerId: 'alice' },
+      { doc: doc(jobId(2), 1), tenantId: TENANT, ownerId: 'bob' },
+      { doc: doc(jobId(3), 1), tenantId: '11111111-1111-4111-8111-111111111111', ownerId: 'alice' },
+    ])
+    expect(seen).toEqual([jobId(1)])
+    expect(hub.feedTenants()).toEqual([TENANT])
+  })
+
+  it('stops reading after stop(), even when a read fails', async () => {
+    watch(db.set(doc(jobId(1), 1)).id)
+    db.failuresLeft = 1
+    hub.handleNotification(notification(jobId(1), 2))
+    await settle()
+    hub.stop()
+    const reads = db.reads.length
+    jest.useFakeTimers()
+    try {
+      jest.advanceTimersByTime(5000)
+    } finally {
+      jest.useRealTimers()
+    }
+    await settle()
+    expect(db.reads).toHaveLength(reads)
+  })
+})
