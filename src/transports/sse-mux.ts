@@ -98,7 +98,9 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   }
 
   heartbeat(): void {
-    if (!this.isBlocked && !this.isEnded) this.res.write(SSE_HEARTBEAT)
+    if (this.isBlocked || this.isEnded) return
+    this.lastWriteAt = Date.now()
+    this.res.write(SSE_HEARTBEAT)
   }
 
   /** Every job of a `jobs` stream has ended: say so and close. */

@@ -30,6 +30,7 @@ export class StreamRegistry {
   private readonly perUser = new Map<string, number>()
   private readonly perTenant = new Map<string, number>()
   private ticker: NodeJS.Timeout | undefined
+  private isClosing = false
   /** Stream opened/closed hooks for metrics. */
   onChange?: (kind: StreamKind, tenantId: string, delta: 1 | -1) => void
 
@@ -50,6 +51,11 @@ export class StreamRegistry {
   }
 
   add(stream: RegisteredStream): () => void {
+    if (this.isClosing) {
+      // Opened while shutting down (its authorising read was in flight): close it at once,
+      // so that it does not hold the server open until the shutdown timeout.
+      queueMicrotask(() => stream.close('shutdown'))
+    }
     this.streams.add(stream)
     bump(this.perUser, stream.userKey, 1)
     bump(this.perTenant, stream.tenantId, 1)
@@ -80,6 +86,7 @@ export class StreamRegistry {
   }
 
   closeAll(): void {
+    this.isClosing = true
     for (const stream of [...this.streams]) stream.close('shutdown')
     this.stopTicker()
   }
