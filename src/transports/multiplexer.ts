@@ -10,6 +10,9 @@ import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
 import type { FeedWatcher, JobChange, JobState, Watcher, WatchHandle } from '../events/hub.js'
 import { diffDocuments, type Operation } from '../events/patch.js'
 
+/** The most feed-delivered documents one connection remembers (see rememberFeed()). */
+export const FEED_MEMORY_MAX_JOBS = 10_000
+
 export type MuxMessage =
   | { type: 'snapshot'; job: string; version: number; doc: JobDocument }
   | { type: 'patch'; job: string; version: number; patch: Operation[] }
@@ -60,7 +63,10 @@ export class Multiplexer implements FeedWatcher {
   /** Jobs between prepare() and start(): the feed leaves them to their own subscription. */
   private readonly pending = new Map<string, JobSubscription>()
   private unwatchFeed: (() => void) | undefined
-  /** What the feed delivered of jobs that are not individually subscribed. */
+  /**
+   * What the feed delivered of jobs that are not individually subscribed, least recently
+   * delivered first; at most FEED_MEMORY_MAX_JOBS (see rememberFeed()).
+   */
   private readonly feedDelivered = new Map<string, JobDocument>()
   /** Feed jobs that changed while the sink was congested: the newest document of each. */
   private readonly feedDirty = new Map<string, JobDocument>()
@@ -206,7 +212,7 @@ export class Multiplexer implements FeedWatcher {
     const known = this.feedDelivered.get(doc.id)
     if (known && known.version >= doc.version) return
     // Kept even when terminal: the live notification of this same version may follow.
-    this.feedDelivered.set(doc.id, doc)
+    this.rememberFeed(doc)
     this.feedDirty.delete(doc.id)
     this.send({ type: 'snapshot', job: doc.id, version: doc.version, doc })
     if (isTerminalStatus(doc.status))
@@ -285,7 +291,7 @@ export class Multiplexer implements FeedWatcher {
   }
 
   private deliverFeed(doc: JobDocument, base: JobDocument | undefined, change?: JobChange): void {
-    this.feedDelivered.set(doc.id, doc)
+    this.rememberFeed(doc)
     const encode = () =>
       this.sink.encode(
         base
@@ -314,10 +320,24 @@ export class Multiplexer implements FeedWatcher {
     if (this.sink.needsPositions) this.ended.set(doc.id, doc.version)
     this.send({ type: 'end', job: doc.id, version: doc.version, status: doc.status })
     // The same change may still reach this connection's feed: it has been delivered.
-    if (this.unwatchFeed) this.feedDelivered.set(doc.id, doc)
+    if (this.unwatchFeed) this.rememberFeed(doc)
     this.jobs.delete(sub.jobId)
     sub.handle?.close()
     this.checkIdle()
+  }
+
+  /**
+   * Records what the feed delivered of a job, most recent last. An admin's feed on a busy
+   * tenant meets every job that does not end while it watches (and every deleted one): past
+   * FEED_MEMORY_MAX_JOBS the least recently delivered is forgotten, and its next change
+   * goes out as a snapshot instead of a patch.
+   */
+  private rememberFeed(doc: JobDocument): void {
+    this.feedDelivered.delete(doc.id)
+    this.feedDelivered.set(doc.id, doc)
+    if (this.feedDelivered.size > FEED_MEMORY_MAX_JOBS) {
+      this.feedDelivered.delete(this.feedDelivered.keys().next().value!)
+    }
   }
 
   private forgetPending(sub: JobSubscription): void {

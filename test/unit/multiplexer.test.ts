@@ -5,7 +5,12 @@ import { JobChange, JobState } from '../../src/events/job-state.js'
 import type { FeedWatcher, Watcher, WatchHandle } from '../../src/events/hub.js'
 import { applyDocumentPatch } from '../../src/events/patch.js'
 import type { JobDocument } from '../../src/protocol/job.js'
-import { Multiplexer, type MuxMessage, type MuxSink } from '../../src/transports/multiplexer.js'
+import {
+  FEED_MEMORY_MAX_JOBS,
+  Multiplexer,
+  type MuxMessage,
+  type MuxSink,
+} from '../../src/transports/multiplexer.js'
 
 class FakeSink implements MuxSink {
   readonly encoding = 'ws' as const
@@ -401,6 +406,29 @@ describe('the tenant feed', () => {
     expect(clientView(sink)).toEqual(job.state.current)
     expect(mux.hasFeed).toBe(true)
     expect(sink.idles).toBe(0)
+  })
+
+  it('remembers at most FEED_MEMORY_MAX_JOBS jobs: the least recently sent gets a snapshot', () => {
+    const { sink, feed } = withFeed()
+    const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`
+    const jobs = Array.from({ length: FEED_MEMORY_MAX_JOBS + 1 }, (_, n) => {
+      const job = new FakeJob(doc(1, {}, id(n)))
+      job.state.watchers.clear()
+      return job
+    })
+    for (const job of jobs.slice(0, -1))
+      feed.onChange(new JobChange(job.state, job.state.current!, undefined))
+    // Job 0 changes again, so job 1 is now the least recently sent, and is forgotten.
+    jobs[0]!.change(doc(2, { progress: 1 }, id(0)), [feed])
+    const newest = jobs[FEED_MEMORY_MAX_JOBS]!
+    feed.onChange(new JobChange(newest.state, newest.state.current!, undefined))
+    sink.written.length = 0
+    jobs[1]!.change(doc(2, { progress: 1 }, id(1)), [feed])
+    jobs[0]!.change(doc(3, { progress: 2 }, id(0)), [feed])
+    expect(sink.messages.map((m) => [m.type, 'job' in m && m.job])).toEqual([
+      ['snapshot', id(1)],
+      ['patch', id(0)],
+    ])
   })
 
   it('ignores repeated or older versions', () => {
