@@ -261,6 +261,39 @@ it('answers 404 when no listed job is visible and 400 when none is even an id', 
   expect(service.registry.size).toBe(0)
 })
 
+it('leaves no watcher behind when the read of one of the jobs fails', async () => {
+  const t = newTenant()
+  const [a, b] = await Promise.all([1, 2].map(() => createJob(service, t.admin)))
+  // Both authorising reads wait behind a lock; one is cancelled, the other then succeeds.
+  const locker = new pg.Client({ connectionString: database.url })
+  await locker.connect()
+  try {
+    await locker.query('BEGIN')
+    await locker.query('LOCK TABLE job_queue IN ACCESS EXCLUSIVE MODE')
+    const answer = service.fetch(`/v1/events?jobs=${a!.id},${b!.id}`, { token: t.admin })
+    let waiting: number[] = []
+    const deadline = Date.now() + 5000
+    while (waiting.length < 2) {
+      if (Date.now() > deadline) throw new Error('the reads never waited for the lock')
+      const { rows } = await sql.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'
+            AND query LIKE '%jobwire_read_job%'`,
+      )
+      waiting = rows.map((r) => r.pid)
+    }
+    await sql.query('SELECT pg_cancel_backend($1)', [waiting[0]])
+    await locker.query('COMMIT')
+    const res = await answer
+    expect(res.status).toBe(500)
+    expect(res.headers.get('content-type')).toBe('application/problem+json')
+  } finally {
+    await locker.end()
+  }
+  await until(() => service.hub.watchedJobs === 0, 'the hub to drop both jobs')
+  expect(service.registry.size).toBe(0)
+})
+
 it("opens a watch token's own job and refuses any other with 403", async () => {
   const t = newTenant()
   const a = await createJob(service, t.alice)

@@ -131,7 +131,9 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
 
     const positions = parseJobsResumeId(lastEventId)
     const failures: Array<{ job: string; status: number; detail: string }> = []
-    const opened = await Promise.all(
+    // Every read settles before anything is decided: when one fails unexpectedly, the
+    // watches the others registered are closed too, never left in the hub.
+    const settled = await Promise.allSettled(
       query.jobs.map(async (raw) => {
         const parsed = z.guid().safeParse(raw)
         if (!parsed.success) {
@@ -148,19 +150,14 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
           return undefined
         }
       }),
-    ).catch((error: unknown) => {
+    )
+    const ok = settled.flatMap((s) => (s.status === 'fulfilled' && s.value ? [s.value] : []))
+    const failed = settled.find((s) => s.status === 'rejected')
+    if (failed) {
+      for (const o of ok) o.handle.close()
       mux.close()
-      throw error
-    })
-    // Terminal jobs last: each ends right after its snapshot, and the stream ends only
-    // when no job is left.
-    const ok = opened
-      .filter((o) => o !== undefined)
-      .sort(
-        (a, b) =>
-          Number(isTerminalStatus(a.handle.state.current!.status)) -
-          Number(isTerminalStatus(b.handle.state.current!.status)),
-      )
+      throw failed.reason
+    }
     if (ok.length === 0) {
       const first = failures.find((f) => f.status !== 400)
       if (!first)
