@@ -25,11 +25,7 @@ export function userKeyOf(principal: Principal): string {
 const opening = new WeakMap<StreamRegistry, Map<string, number>>()
 
 /** 429 when the caller already holds its share of concurrent streams (0 disables a cap). */
-export function assertStreamCapacity(
-  deps: StreamDeps,
-  principal: Principal,
-  onReject?: () => void,
-): void {
+function assertStreamCapacity(deps: StreamDeps, principal: Principal, onReject?: () => void): void {
   const { user, tenant } = deps.registry.countFor(principal.tenantId, userKeyOf(principal))
   const pending = opening.get(deps.registry)
   const users = user + (pending?.get(`u:${userKeyOf(principal)}`) ?? 0)
@@ -52,9 +48,9 @@ export function assertStreamCapacity(
 }
 
 /**
- * assertStreamCapacity(), then holds the slot until release() — call it once the stream is
- * in the registry or has failed — so that concurrent opens, each awaiting its authorising
- * read, cannot all pass the check.
+ * The cap check for every stream (429 over a cap), then holds the slot until release() —
+ * call it once the stream is in the registry or has failed — so that concurrent opens,
+ * each awaiting its authorising read, cannot all pass the check.
  */
 export function reserveStream(
   deps: StreamDeps,

@@ -14,7 +14,7 @@ import { WsConnection, WsHeartbeat, WS_CLOSE } from '../transports/ws.js'
 import type { Authenticator } from './auth.js'
 import type { RateLimits } from './rate-limit.js'
 import { toProblem } from './problem.js'
-import { assertStreamCapacity, subscribeJob, userKeyOf, type StreamDeps } from './subscribe.js'
+import { reserveStream, subscribeJob, userKeyOf, type StreamDeps } from './subscribe.js'
 import type { Logger } from '../telemetry/logger.js'
 
 export interface WsServerDeps extends StreamDeps {
@@ -74,6 +74,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
       return rejectUpgrade(socket, new RouteNotFoundError(`No WebSocket endpoint at ${path}.`))
     let principal: Principal | undefined
     let singleJob: string | undefined
+    let release: () => void
     try {
       principal = await deps.auth
         .authenticate(req, 'header-or-query')
@@ -91,7 +92,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
           ])
         singleJob = parsed.data
       }
-      assertStreamCapacity(deps, principal, deps.onCapRejected)
+      release = reserveStream(deps, principal, deps.onCapRejected)
     } catch (error) {
       return rejectUpgrade(
         socket,
@@ -99,7 +100,13 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
       )
     }
     const authorised = principal
-    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, authorised, singleJob))
+    // Without verifyClient, ws completes (or aborts) the handshake before handleUpgrade()
+    // returns: the connection is in the registry by then, and the slot can go.
+    try {
+      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, authorised, singleJob))
+    } finally {
+      release()
+    }
   }
 
   function onConnection(ws: WebSocket, principal: Principal, singleJob: string | undefined): void {

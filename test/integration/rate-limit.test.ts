@@ -189,6 +189,45 @@ describe('concurrent stream caps', () => {
     expect(capped.registry.size).toBe(2)
   })
 
+  it('holds the cap when many single-job streams, long-polls or WebSockets open at once', async () => {
+    const t = newTenant()
+    const job = await createJob(capped, t.alice)
+    const abortable = () => {
+      const controller = new AbortController()
+      open.push(() => controller.abort())
+      return { token: t.alice, signal: controller.signal }
+    }
+    // Each open awaits its authorising read after the cap check: all run concurrently.
+    const streams = await Promise.all(
+      Array.from({ length: 6 }, () => capped.fetch(`/v1/jobs/${job.id}/events`, abortable())),
+    )
+    expect(streams.map((r) => r.status).sort()).toEqual([200, 200, 429, 429, 429, 429])
+    expect(capped.registry.size).toBe(2)
+    for (const close of open.splice(0)) close()
+    await until(() => capped.registry.size === 0, 'the streams to close')
+
+    // Parked long-polls never answer here; the refused ones answer at once.
+    const refused: number[] = []
+    for (let i = 0; i < 6; i++) {
+      void capped
+        .fetch(`/v1/jobs/${job.id}/wait?timeout=30`, abortable())
+        .then((r) => refused.push(r.status))
+        .catch(() => undefined)
+    }
+    await until(() => refused.length === 4, 'four long-polls to be refused')
+    expect(refused).toEqual([429, 429, 429, 429])
+    expect(capped.registry.size).toBe(2)
+    for (const close of open.splice(0)) close()
+    await until(() => capped.registry.size === 0, 'the long-polls to be released')
+
+    const url = `${capped.url.replace(/^http/, 'ws')}/v1/ws?token=${t.alice}`
+    const sockets = await Promise.allSettled(Array.from({ length: 6 }, () => openWs(url)))
+    for (const s of sockets)
+      if (s.status === 'fulfilled') open.push(() => s.value.socket.terminate())
+    expect(sockets.filter((s) => s.status === 'fulfilled')).toHaveLength(2)
+    expect(capped.registry.size).toBe(2)
+  })
+
   it('counts WebSockets too, and caps a tenant across its users', async () => {
     const t = newTenant()
     const job = await createJob(capped, t.admin)

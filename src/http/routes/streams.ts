@@ -14,8 +14,8 @@ import { principalOf, wantsStream } from '../authenticate.js'
 import { writeProblem } from '../problem.js'
 import { jobParamsSchema } from '../schemas.js'
 import {
-  assertStreamCapacity,
   parseVersion,
+  reserveStream,
   subscribeJob,
   userKeyOf,
   type StreamDeps,
@@ -58,33 +58,38 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
     const { id } = parseRequest(jobParamsSchema, req.params, 'path')
     const query = parseRequest(sseQuerySchema, req.query, 'query')
     const resumeFrom = parseVersion(req.headers[HEADER.lastEventId] ?? query.lastEventId)
-    assertStreamCapacity(deps, principal, deps.onCapRejected)
-
-    const stream = new SseJobStream(res, {
-      format: query.format ?? 'patch',
-      retryMs: config.SSE_RETRY_MS,
-      maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,
-      highWaterBytes: config.STREAM_HIGH_WATER_BYTES,
-      tenantId: principal.tenantId,
-      userKey: userKeyOf(principal),
-      connectionId: randomUUID(),
-      onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
-      onEvent: deps.onEventDelivered && (() => deps.onEventDelivered!('sse')),
-    })
-    const handle = await subscribeJob(deps, principal, id, stream)
-    if (res.destroyed || res.writableEnded) return handle.close()
-    const doc = handle.state.current!
-    // The client already has the final version: 204 tells EventSource to stop reconnecting.
-    if (isTerminalStatus(doc.status) && resumeFrom !== undefined && resumeFrom >= doc.version) {
-      handle.close()
-      res.status(204).end()
-      return
+    // Held until the stream is in the registry: concurrent opens, each awaiting its
+    // authorising read, cannot all pass the cap.
+    const release = reserveStream(deps, principal, deps.onCapRejected)
+    try {
+      const stream = new SseJobStream(res, {
+        format: query.format ?? 'patch',
+        retryMs: config.SSE_RETRY_MS,
+        maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,
+        highWaterBytes: config.STREAM_HIGH_WATER_BYTES,
+        tenantId: principal.tenantId,
+        userKey: userKeyOf(principal),
+        connectionId: randomUUID(),
+        onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
+        onEvent: deps.onEventDelivered && (() => deps.onEventDelivered!('sse')),
+      })
+      const handle = await subscribeJob(deps, principal, id, stream)
+      if (res.destroyed || res.writableEnded) return handle.close()
+      const doc = handle.state.current!
+      // The client already has the final version: 204 tells EventSource to stop reconnecting.
+      if (isTerminalStatus(doc.status) && resumeFrom !== undefined && resumeFrom >= doc.version) {
+        handle.close()
+        res.status(204).end()
+        return
+      }
+      stream.open(
+        handle,
+        deps.registry,
+        resumeFrom !== undefined && resumeFrom <= doc.version ? resumeFrom : undefined,
+      )
+    } finally {
+      release()
     }
-    stream.open(
-      handle,
-      deps.registry,
-      resumeFrom !== undefined && resumeFrom <= doc.version ? resumeFrom : undefined,
-    )
   }
 
   router.get(`${API_PREFIX}/jobs/:id/events`, openSse)
@@ -101,8 +106,6 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
     const { id } = parseRequest(jobParamsSchema, req.params, 'path')
     const query = parseRequest(waitQuerySchema, req.query, 'query')
     const timeoutMs = Math.round((query.timeout ?? config.LONGPOLL_DEFAULT_SECONDS) * 1000)
-    assertStreamCapacity(deps, principal, deps.onCapRejected)
-
     const respond = (outcome: WaitOutcome) => {
       if (res.destroyed || res.writableEnded) return
       if (outcome.kind === 'gone')
@@ -118,17 +121,23 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
         .set('cache-control', 'no-store')
         .json(outcome.doc)
     }
-    const waiter = new LongPollWaiter(
-      principal.tenantId,
-      userKeyOf(principal),
-      query.since,
-      respond,
-    )
-    const handle = await subscribeJob(deps, principal, id, waiter)
-    if (res.destroyed || res.writableEnded) return handle.close()
-    res.on('close', () => waiter.abort())
-    req.socket.setTimeout(0)
-    waiter.start(handle, deps.registry, timeoutMs)
+    // Held until the waiter is parked in the registry (or answered).
+    const release = reserveStream(deps, principal, deps.onCapRejected)
+    try {
+      const waiter = new LongPollWaiter(
+        principal.tenantId,
+        userKeyOf(principal),
+        query.since,
+        respond,
+      )
+      const handle = await subscribeJob(deps, principal, id, waiter)
+      if (res.destroyed || res.writableEnded) return handle.close()
+      res.on('close', () => waiter.abort())
+      req.socket.setTimeout(0)
+      waiter.start(handle, deps.registry, timeoutMs)
+    } finally {
+      release()
+    }
   })
 
   return router
