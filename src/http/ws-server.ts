@@ -117,6 +117,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
         userKey: userKeyOf(principal),
         ownerId: principal.role === 'admin' ? undefined : principal.userId,
         highWaterBytes: deps.config.STREAM_HIGH_WATER_BYTES,
+        maxBufferedBytes: 8 * deps.config.STREAM_HIGH_WATER_BYTES,
         onWrite: deps.onWsBytes,
         closeWhenIdle: singleJob !== undefined,
       },

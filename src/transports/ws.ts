@@ -2,6 +2,8 @@
 // that sends JSON text messages. Backpressure uses ws's public API: when bufferedAmount
 // passes the high-water mark the connection is congested; the send callbacks tell when the
 // kernel took the bytes, and once below the mark every dirty job gets one merged patch.
+// Some messages are written whatever the congestion (snapshots, ends, errors): a client
+// that never reads cannot make them pile up, as past maxBufferedBytes the socket is dropped.
 // Protocol pings run from one shared timer per server (WsHeartbeat), not one per socket.
 import type { WebSocket } from 'ws'
 import type { MuxMessage, MuxSink } from './multiplexer.js'
@@ -15,6 +17,8 @@ export interface WsConnectionOptions {
   userKey: string
   ownerId: string | undefined
   highWaterBytes: number
+  /** Buffered bytes past which the peer is taken for one that does not read: terminated. */
+  maxBufferedBytes: number
   onWrite?(bytes: number): void
   /** Close the socket when its last job ends (the single-job `GET /v1/jobs/:id` form). */
   closeWhenIdle?: boolean
@@ -59,6 +63,10 @@ export class WsConnection implements MuxSink, RegisteredStream {
     this.lastWriteAt = Date.now()
     this.options.onWrite?.(bytes.length)
     this.socket.send(bytes, { binary: false }, () => this.afterSend())
+    if (this.socket.bufferedAmount > this.options.maxBufferedBytes) {
+      this.socket.terminate()
+      this.dispose()
+    }
   }
 
   isCongested(): boolean {
