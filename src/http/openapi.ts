@@ -306,7 +306,7 @@ export function buildOpenApiDocument(config: Pick<Config, 'LONGPOLL_MAX_SECONDS'
     method: 'get',
     path: `${API_PREFIX}/ws`,
     summary: 'WebSocket, multiplexed',
-    description: `Upgrade to a WebSocket; JSON text messages. Client: \`{"op":"subscribe","jobs":["<id>",…],"since":{"<id>":<version>}}\`, \`{"op":"subscribe","feed":"tenant"}\`, \`{"op":"unsubscribe","jobs":[…]}\`. Server: \`{"type":"snapshot","job","version","doc"}\`, \`{"type":"patch","job","version","patch":[…]}\` (RFC 6902, starting with a test of /version), \`{"type":"end","job","version","status"}\`, and \`{"type":"error","job"?,"status","detail"}\` for a job that cannot be subscribed (the connection stays open). Protocol pings detect dead peers; repeated malformed messages close with 1008.`,
+    description: `Upgrade to a WebSocket; JSON text messages. Client: \`{"op":"subscribe","jobs":["<id>",…],"since":{"<id>":<version>}}\`, \`{"op":"subscribe","feed":"tenant"}\`, \`{"op":"unsubscribe","jobs":[…]}\`. Server: \`{"type":"snapshot","job","version","doc"}\`, \`{"type":"patch","job","version","patch":[…]}\` (RFC 6902, starting with a test of /version), \`{"type":"end","job","version","status"}\`, and \`{"type":"error","job"?,"status","detail"}\` for a job that cannot be subscribed (the connection stays open; several failed jobs of one message come as one error listing them in \`jobs\`: [{job,status,detail}]). At most WS_MAX_SUBSCRIPTIONS jobs per connection and per message. Protocol pings detect dead peers; repeated malformed messages close with 1008; a client that stops reading is disconnected.`,
     security: streamSecurity,
     responses: {
       101: { description: 'Switching Protocols: the WebSocket is open' },

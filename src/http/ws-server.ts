@@ -10,6 +10,7 @@ import { z } from 'zod'
 import type { Config } from '../config/index.js'
 import type { Principal } from '../db/tenant-transaction.js'
 import { AppError, RouteNotFoundError, ValidationError } from '../errors.js'
+import type { Multiplexer } from '../transports/multiplexer.js'
 import { WsConnection, WsHeartbeat, WS_CLOSE } from '../transports/ws.js'
 import type { Authenticator } from './auth.js'
 import type { RateLimits } from './rate-limit.js'
@@ -36,19 +37,33 @@ export interface WsServerDeps extends StreamDeps {
 
 const jobId = z.guid().transform((id) => id.toLowerCase())
 
-const clientMessageSchema = z.discriminatedUnion('op', [
-  z.strictObject({
-    op: z.literal('subscribe'),
-    jobs: z.array(z.string()).max(10_000).optional(),
-    since: z.record(z.string(), z.number().int().min(0)).optional(),
-    feed: z.literal('tenant').optional(),
-  }),
-  z.strictObject({
-    op: z.literal('unsubscribe'),
-    jobs: z.array(z.string()).max(10_000).optional(),
-    feed: z.literal('tenant').optional(),
-  }),
-])
+/** Client messages; one lists at most as many jobs as a connection may watch. */
+function clientMessageSchemaFor(maxJobs: number) {
+  const jobs = z
+    .array(z.string())
+    .max(maxJobs, { error: `at most ${maxJobs} jobs per message` })
+    .optional()
+  return z.discriminatedUnion('op', [
+    z.strictObject({
+      op: z.literal('subscribe'),
+      jobs,
+      since: z.record(z.string(), z.number().int().min(0)).optional(),
+      feed: z.literal('tenant').optional(),
+    }),
+    z.strictObject({
+      op: z.literal('unsubscribe'),
+      jobs,
+      feed: z.literal('tenant').optional(),
+    }),
+  ])
+}
+
+/** A job of one subscribe message that could not be subscribed. */
+interface SubscribeFailure {
+  job: string
+  status: number
+  detail: string
+}
 
 const SINGLE_JOB_PATH = /^\/v1\/jobs\/([^/?#]+)\/?$/
 
@@ -59,6 +74,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
     perMessageDeflate: false,
   })
   const heartbeat = new WsHeartbeat(deps.config.WS_PING_INTERVAL_MS)
+  const clientMessageSchema = clientMessageSchemaFor(deps.config.WS_MAX_SUBSCRIPTIONS)
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     void handleUpgrade(req, socket, head).catch((error: unknown) => {
@@ -142,7 +158,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
     data: RawData,
     isBinary: boolean,
   ): Promise<void> {
-    let parsed: z.infer<typeof clientMessageSchema> | undefined
+    let parsed: z.infer<ReturnType<typeof clientMessageSchemaFor>> | undefined
     if (!isBinary) {
       try {
         const result = clientMessageSchema.safeParse(JSON.parse(data.toString()))
@@ -178,18 +194,23 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
     since: Record<string, number>,
   ) {
     const mux = connection.mux
+    const failures: SubscribeFailure[] = []
     await Promise.all(
       ids.map(async (raw) => {
         const parsed = jobId.safeParse(raw)
-        if (!parsed.success) return mux.error(400, 'Not a job id (expected a UUID).', raw)
+        if (!parsed.success) {
+          failures.push({ job: raw, status: 400, detail: 'Not a job id (expected a UUID).' })
+          return
+        }
         const id = parsed.data
         if (mux.has(id)) return
         if (mux.reserved >= deps.config.WS_MAX_SUBSCRIPTIONS) {
-          return mux.error(
-            429,
-            `A connection may watch at most ${deps.config.WS_MAX_SUBSCRIPTIONS} jobs.`,
-            id,
-          )
+          failures.push({
+            job: id,
+            status: 429,
+            detail: `A connection may watch at most ${deps.config.WS_MAX_SUBSCRIPTIONS} jobs.`,
+          })
+          return
         }
         const watcher = mux.prepare(id)
         try {
@@ -204,15 +225,30 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
           )
         } catch (error) {
           mux.abandon(watcher)
-          if (error instanceof AppError) mux.error(error.status, error.message, id)
-          else {
+          if (error instanceof AppError) {
+            failures.push({ job: id, status: error.status, detail: error.message })
+          } else {
             deps.logger.warn({ err: error }, 'websocket subscribe failed')
-            mux.error(500, 'Could not subscribe; try again.', id)
+            failures.push({ job: id, status: 500, detail: 'Could not subscribe; try again.' })
           }
         }
       }),
     )
+    sendFailures(mux, failures)
     if (ids.length > 0 && mux.size === 0 && !mux.hasFeed) connection.onIdle()
+  }
+
+  /**
+   * One `error` message per subscribe message, however many of its jobs failed: a single
+   * failure names its job; several are listed in `jobs` (as on /v1/events), under the
+   * highest of their statuses.
+   */
+  function sendFailures(mux: Multiplexer, failures: SubscribeFailure[]): void {
+    const [first] = failures
+    if (!first) return
+    if (failures.length === 1) return mux.error(first.status, first.detail, first.job)
+    const status = Math.max(...failures.map((f) => f.status))
+    mux.send({ type: 'error', status, detail: 'Some jobs cannot be watched.', jobs: failures })
   }
 
   function badMessage(connection: WsConnection, detail: string): void {

@@ -17,7 +17,14 @@ export type MuxMessage =
   | { type: 'snapshot'; job: string; version: number; doc: JobDocument }
   | { type: 'patch'; job: string; version: number; patch: Operation[] }
   | { type: 'end'; job: string; version: number; status: string }
-  | { type: 'error'; job?: string; status: number; detail: string }
+  | {
+      type: 'error'
+      job?: string
+      status: number
+      detail: string
+      /** Several jobs of one request that could not be subscribed (`job` is then unset). */
+      jobs?: Array<{ job: string; status: number; detail: string }>
+    }
   | { type: 'reset'; detail: string }
 
 export interface MuxSink {

@@ -137,6 +137,28 @@ describe('GET /v1/ws', () => {
     expect(await ws.nextFor(job.id, 'patch')).toMatchObject({ version: 2 })
   })
 
+  it('answers the jobs of one message that cannot be subscribed in one error listing them', async () => {
+    const t = newTenant()
+    const other = newTenant()
+    const [own, second] = await Promise.all([1, 2].map(() => createJob(service, t.admin)))
+    const foreign = await createJob(service, other.admin)
+    const ws = await connect('/v1/ws', t.admin)
+    ws.send({ op: 'subscribe', jobs: ['nope', own!.id, foreign.id] })
+    await ws.nextFor(own!.id, 'snapshot')
+    const error = await ws.next('error')
+    expect(error).toMatchObject({ type: 'error', status: 404 })
+    expect(error.job).toBeUndefined()
+    expect(error.jobs).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ job: 'nope', status: 400 }),
+        expect.objectContaining({ job: foreign.id, status: 404 }),
+      ]),
+    )
+    expect(error.jobs).toHaveLength(2)
+    await sync(ws, second!.id)
+    expect(ws.messages.filter((m) => m.type === 'error')).toHaveLength(1)
+  })
+
   it('resumes with `since`: one patch when the history has the version, else a snapshot', async () => {
     const t = newTenant()
     const job = await createJob(service, t.admin)
@@ -285,19 +307,22 @@ describe('GET /v1/ws', () => {
     for (const j of jobs.slice(0, 3)) await ws.nextFor(j.id, 'snapshot')
     expect(await ws.next('error')).toMatchObject({ job: jobs[3]!.id, status: 429 })
 
-    // All four in one message: the cap still holds while the first three are being read.
+    // More jobs in one message than a connection may watch: one error, nothing subscribed.
     const again = await connect('/v1/ws', t.admin)
     again.send({ op: 'subscribe', jobs: jobs.map((j) => j.id) })
-    const error = await again.next('error')
-    expect(error).toMatchObject({ status: 429 })
-    const others = jobs.filter((j) => j.id !== error.job)
-    for (const j of others) await again.nextFor(j.id, 'snapshot')
+    expect(await again.next('error')).toMatchObject({
+      status: 400,
+      detail: expect.stringContaining('at most 3 jobs per message'),
+    })
+    again.send({ op: 'subscribe', jobs: jobs.slice(0, 3).map((j) => j.id) })
+    for (const j of jobs.slice(0, 3)) await again.nextFor(j.id, 'snapshot')
     expect(again.messages.filter((m) => m.type === 'snapshot')).toHaveLength(3)
 
     // Unsubscribing frees a slot.
-    again.send({ op: 'unsubscribe', jobs: [others[0]!.id] })
-    again.send({ op: 'subscribe', jobs: [error.job] })
-    await again.nextFor(error.job!, 'snapshot')
+    again.send({ op: 'unsubscribe', jobs: [jobs[0]!.id] })
+    again.send({ op: 'subscribe', jobs: [jobs[3]!.id] })
+    await again.nextFor(jobs[3]!.id, 'snapshot')
+    expect(again.messages.filter((m) => m.type === 'error')).toHaveLength(1)
   })
 
   it('takes the token from the Authorization header', async () => {
