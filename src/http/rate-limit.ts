@@ -68,6 +68,11 @@ export interface RateLimits {
    * and tenant. Throws TooManyRequestsError over a limit.
    */
   checkUpgrade(principal: Principal | undefined, remoteAddress: string | undefined): Promise<void>
+  /**
+   * A WebSocket message that costs what a request costs (a subscribe reads each job):
+   * counted against the user's and the tenant's limits. Throws TooManyRequestsError.
+   */
+  checkMessage(principal: Principal): Promise<void>
 }
 
 /**
@@ -179,6 +184,10 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
     middleware: chain,
     async checkUpgrade(principal, remoteAddress) {
       if (!principal) return hit('ip', ipKeyGenerator(remoteAddress ?? 'unknown'))
+      await hit('user', userKey(principal))
+      await hit('tenant', tenantKey(principal))
+    },
+    async checkMessage(principal) {
       await hit('user', userKey(principal))
       await hit('tenant', tenantKey(principal))
     },

@@ -30,7 +30,7 @@ export interface WsServerDeps extends StreamDeps {
     | 'STREAM_HIGH_WATER_BYTES'
   >
   /** The request rate limits, shared with the express routes. */
-  rateLimits?: Pick<RateLimits, 'checkUpgrade'>
+  rateLimits?: Pick<RateLimits, 'checkUpgrade' | 'checkMessage'>
   onWsBytes?(bytes: number): void
   onCapRejected?(): void
 }
@@ -141,15 +141,20 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
     )
     heartbeat.add(connection)
     if (singleJob) {
-      void subscribeJobs(connection, principal, [singleJob], {})
+      void subscribeJobs(connection, principal, [singleJob], {}).catch(logFailure)
       ws.on('message', () => undefined)
       return
     }
+    // One message at a time, up to where its jobs are prepared (the rate check awaits): an
+    // unsubscribe never overtakes the subscribe sent before it. The reads still overlap.
+    let turn = Promise.resolve()
     ws.on('message', (data: RawData, isBinary: boolean) => {
-      void handleMessage(connection, principal, data, isBinary).catch((error: unknown) =>
-        deps.logger.warn({ err: error }, 'websocket message failed'),
-      )
+      turn = turn.then(() => handleMessage(connection, principal, data, isBinary)).catch(logFailure)
     })
+  }
+
+  function logFailure(error: unknown): void {
+    deps.logger.warn({ err: error }, 'websocket message failed')
   }
 
   async function handleMessage(
@@ -179,12 +184,20 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
       if (parsed.feed) mux.closeFeed()
       return
     }
+    // A subscribe reads each job, as a request would: it counts against the request limits.
+    try {
+      await deps.rateLimits?.checkMessage(principal)
+    } catch (error) {
+      if (!(error instanceof AppError)) throw error
+      return mux.error(error.status, error.message)
+    }
     if (parsed.feed) {
       if (principal.jobId !== undefined)
         mux.error(403, 'A watch token opens one job; it cannot open the tenant feed.')
       else mux.openFeed((watcher) => deps.hub.watchFeed(principal.tenantId, watcher))
     }
-    if (parsed.jobs) await subscribeJobs(connection, principal, parsed.jobs, parsed.since ?? {})
+    if (parsed.jobs)
+      void subscribeJobs(connection, principal, parsed.jobs, parsed.since ?? {}).catch(logFailure)
   }
 
   async function subscribeJobs(

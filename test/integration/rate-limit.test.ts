@@ -1,5 +1,6 @@
 // Request rate limits (per user, per tenant, per IP for failed authentication) and the cap on
 // concurrent streams (SSE + WebSocket + parked long-polls, per user and per tenant).
+import { randomUUID } from 'node:crypto'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import {
   createJob,
@@ -275,6 +276,24 @@ describe('rate limits on WebSocket upgrades', () => {
     expect(refused.status).toBe(429)
     expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1)
     await expectTooMany(await service.fetch('/v1/jobs', { token: 'guess-4' }), /your address/)
+  })
+
+  it("counts each subscribe message against the user's request limit", async () => {
+    const t = newTenant()
+    const ws = await openWs(wsUrl(`/v1/ws?token=${t.alice}`))
+    try {
+      ws.send({ op: 'subscribe', jobs: [randomUUID()] })
+      expect(await ws.next('error')).toMatchObject({ status: 404 })
+      ws.send({ op: 'unsubscribe', jobs: [randomUUID()] })
+      ws.send({ op: 'subscribe', feed: 'tenant' })
+      const refused = await ws.next('error')
+      expect(refused).toMatchObject({ type: 'error', status: 429 })
+      expect(refused.detail).toMatch(/Too many requests/)
+      expect(ws.socket.readyState).toBe(ws.socket.OPEN)
+      expect(ws.messages.filter((m) => m.type === 'error')).toHaveLength(2)
+    } finally {
+      ws.close()
+    }
   })
 
   it("counts a user's upgrades against its request limit", async () => {

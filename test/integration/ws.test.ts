@@ -2,6 +2,7 @@
 // single-job upgrade on `GET /v1/jobs/:id`, against real PostgreSQL and real sockets. Rows
 // are changed by direct SQL, the way a worker in any language changes them.
 import { randomUUID } from 'node:crypto'
+import type { Socket } from 'node:net'
 import pg from 'pg'
 import fastJsonPatch from 'fast-json-patch'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
@@ -157,6 +158,24 @@ describe('GET /v1/ws', () => {
     expect(error.jobs).toHaveLength(2)
     await sync(ws, second!.id)
     expect(ws.messages.filter((m) => m.type === 'error')).toHaveLength(1)
+  })
+
+  it('sends nothing more about a job unsubscribed right after its subscribe', async () => {
+    const t = newTenant()
+    const [dropped, kept] = await Promise.all([1, 2].map(() => createJob(service, t.admin)))
+    const ws = await connect('/v1/ws', t.admin)
+    // Both messages in one TCP segment: the server reads them in one go, and the
+    // unsubscribe arrives while the subscribe's read is still in flight.
+    const tcp = (ws.socket as unknown as { _socket: Socket })._socket
+    tcp.cork()
+    ws.send({ op: 'subscribe', jobs: [dropped!.id] })
+    ws.send({ op: 'unsubscribe', jobs: [dropped!.id] })
+    tcp.uncork()
+    await sync(ws, kept!.id)
+    await sql.query(`UPDATE job_queue SET progress = 10 WHERE id = $1`, [dropped!.id])
+    await sql.query(`UPDATE job_queue SET progress = 20 WHERE id = $1`, [kept!.id])
+    await ws.nextFor(kept!.id, 'patch')
+    expect(ws.messages.filter((m) => m.job === dropped!.id && m.type === 'patch')).toEqual([])
   })
 
   it('resumes with `since`: one patch when the history has the version, else a snapshot', async () => {
