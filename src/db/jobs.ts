@@ -1,9 +1,36 @@
 // Queries on job_queue. Request code calls them inside withTenant(), so RLS applies.
+// Reads that answer a request with a job select JOB_DOCUMENT_COLUMNS, never the payload:
+// no response carries it, and it can be the largest column by far.
 import { sql } from 'kysely'
 import type { JobStatus } from '../protocol/job.js'
 import type { JobRow } from './schema.js'
 import type { TenantTransaction } from './tenant-transaction.js'
 import type { Db } from './pool.js'
+
+/** The job document's columns (src/events/document.ts), and the tenant and owner. */
+export const JOB_DOCUMENT_COLUMNS = [
+  'id',
+  'tenant_id',
+  'owner_id',
+  'type',
+  'status',
+  'progress',
+  'step',
+  'eta_seconds',
+  'result',
+  'error',
+  'attempts',
+  'max_attempts',
+  'cancel_requested',
+  'version',
+  'created_at',
+  'updated_at',
+  'started_at',
+  'completed_at',
+] as const satisfies ReadonlyArray<keyof JobRow>
+
+/** A job as the reads return it: enough to build its document and to route its changes. */
+export type JobDocumentRow = Pick<JobRow, (typeof JOB_DOCUMENT_COLUMNS)[number]>
 
 export interface NewJob {
   tenantId: string
@@ -18,7 +45,10 @@ export interface NewJob {
 }
 
 /** Inserts a job; with an idempotency key that exists already, returns undefined. */
-export async function insertJob(trx: TenantTransaction, job: NewJob): Promise<JobRow | undefined> {
+export async function insertJob(
+  trx: TenantTransaction,
+  job: NewJob,
+): Promise<JobDocumentRow | undefined> {
   return trx
     .insertInto('job_queue')
     .values({
@@ -33,25 +63,27 @@ export async function insertJob(trx: TenantTransaction, job: NewJob): Promise<Jo
       request_hash: job.requestHash ?? null,
     })
     .onConflict((oc) => oc.columns(['tenant_id', 'idempotency_key']).doNothing())
-    .returningAll()
+    .returning(JOB_DOCUMENT_COLUMNS)
     .executeTakeFirst()
 }
 
+/** With request_hash, to tell a retry from another request under the same key. */
 export function findJobByIdempotencyKey(trx: TenantTransaction, tenantId: string, key: string) {
   return trx
     .selectFrom('job_queue')
-    .selectAll()
+    .select([...JOB_DOCUMENT_COLUMNS, 'request_hash'])
     .where('tenant_id', '=', tenantId)
     .where('idempotency_key', '=', key)
     .executeTakeFirst()
 }
 
-export function findVisibleJob(trx: TenantTransaction, id: string) {
-  return trx.selectFrom('job_queue').selectAll().where('id', '=', id).executeTakeFirst()
-}
-
 export function lockVisibleJob(trx: TenantTransaction, id: string) {
-  return trx.selectFrom('job_queue').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
+  return trx
+    .selectFrom('job_queue')
+    .select(JOB_DOCUMENT_COLUMNS)
+    .where('id', '=', id)
+    .forUpdate()
+    .executeTakeFirst()
 }
 
 /**
@@ -70,13 +102,13 @@ export interface ListFilter {
   after?: ListCursor
 }
 
-export type ListedJob = JobRow & { cursor_created_at: string }
+export type ListedJob = JobDocumentRow & { cursor_created_at: string }
 
 /** Newest first, keyset on (created_at, id): rows inserted while paging never shift a page. */
 export function listVisibleJobs(trx: TenantTransaction, filter: ListFilter): Promise<ListedJob[]> {
   let query = trx
     .selectFrom('job_queue')
-    .selectAll()
+    .select(JOB_DOCUMENT_COLUMNS)
     // Formatted in UTC, whatever the session's TimeZone and DateStyle.
     .select(
       sql<string>`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as(
@@ -106,7 +138,7 @@ export function cancelQueuedJob(trx: TenantTransaction, id: string) {
     .updateTable('job_queue')
     .set({ status: 'cancelled' })
     .where('id', '=', id)
-    .returningAll()
+    .returning(JOB_DOCUMENT_COLUMNS)
     .executeTakeFirstOrThrow()
 }
 
@@ -115,7 +147,7 @@ export function requestCancel(trx: TenantTransaction, id: string) {
     .updateTable('job_queue')
     .set({ cancel_requested: true })
     .where('id', '=', id)
-    .returningAll()
+    .returning(JOB_DOCUMENT_COLUMNS)
     .executeTakeFirstOrThrow()
 }
 
@@ -136,10 +168,10 @@ export function listChangedSince(
   trx: TenantTransaction,
   since: Date,
   limit: number,
-): Promise<JobRow[]> {
+): Promise<JobDocumentRow[]> {
   return trx
     .selectFrom('job_queue')
-    .selectAll()
+    .select(JOB_DOCUMENT_COLUMNS)
     .where('updated_at', '>=', since)
     .orderBy('updated_at', 'asc')
     .orderBy('id', 'asc')

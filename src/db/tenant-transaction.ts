@@ -3,10 +3,13 @@
 // transaction-locally, so row-level security decides what the request can see, even when
 // the service logs in as a superuser.
 import { sql, type Transaction } from 'kysely'
+import { JOB_DOCUMENT_COLUMNS, type JobDocumentRow } from './jobs.js'
 import type { Db } from './pool.js'
-import type { Database, JobRow } from './schema.js'
+import type { Database } from './schema.js'
 
 export const APP_ROLE = 'jobwire_app'
+
+const READ_COLUMNS = sql.join(JOB_DOCUMENT_COLUMNS.map((column) => sql.id(column)))
 
 /** Who a request acts for. `jobId` is set for a watch token: it opens that one job only. */
 export interface Principal {
@@ -46,9 +49,9 @@ export async function readVisibleJob(
   db: Db,
   principal: Principal,
   jobId: string,
-): Promise<JobRow | undefined> {
+): Promise<JobDocumentRow | undefined> {
   const { rows } =
-    await sql<JobRow>`SELECT * FROM jobwire_read_job(${principal.tenantId}::uuid, ${principal.userId}, ${principal.role}, ${jobId}::uuid)`.execute(
+    await sql<JobDocumentRow>`SELECT ${READ_COLUMNS} FROM jobwire_read_job(${principal.tenantId}::uuid, ${principal.userId}, ${principal.role}, ${jobId}::uuid)`.execute(
       db,
     )
   return rows[0]

@@ -1,9 +1,9 @@
 // Builds the job document (SPEC §6) from a row: snake_case, numbers as numbers, ISO 8601
 // timestamps, `result` only when completed and `error` only when failed.
 import type { JobDocument, JobError } from '../protocol/job.js'
-import type { JobRow } from '../db/schema.js'
+import type { JobDocumentRow } from '../db/jobs.js'
 
-export function toJobDocument(row: JobRow): JobDocument {
+export function toJobDocument(row: JobDocumentRow): JobDocument {
   return {
     id: row.id,
     type: row.type,
