@@ -1,7 +1,8 @@
 // Prometheus metrics (prom-client), one registry per service. What it promises:
-//   * the hot path pays for counters only: a delivered event or written chunk is one
-//     `inc`; every gauge (open streams, watched jobs, listener state) and every counter the
-//     hub already keeps (notifications, batched reads) is read at scrape time in collect();
+//   * the hot path pays for one addition: a delivered event or written chunk adds to a plain
+//     number per transport, which the counters read at scrape time in collect(), as every
+//     gauge (open streams, watched jobs, listener state) and every counter the hub already
+//     keeps (notifications, batched reads) is;
 //   * label values are bounded: transport is one of three, and the per-tenant breakdown of
 //     open streams (off by default) is the top N tenants plus "other";
 //   * every jobwire metric starts with `jobwire_`. The default process metrics keep their
@@ -211,18 +212,33 @@ export function createMetrics(options: MetricsOptions): Metrics {
     buckets: LATENCY_BUCKETS_MS,
     registers: [registry],
   })
-  const delivered = new Counter({
-    name: 'jobwire_events_delivered_total',
-    help: 'Job events written to clients (snapshots, patches, end, long-poll answers)',
-    labelNames: ['transport'],
-    registers: [registry],
-  })
-  const bytes = new Counter({
-    name: 'jobwire_stream_bytes_total',
-    help: 'Bytes written to streams, heartbeats included',
-    labelNames: ['transport'],
-    registers: [registry],
-  })
+  // Per socket write: plain sums here, labelled series only at scrape time.
+  const deliveredEvents: Record<Transport, number> = { sse: 0, ws: 0, longpoll: 0 }
+  const writtenBytes: Record<Transport, number> = { sse: 0, ws: 0, longpoll: 0 }
+  const perTransportCounter = (config: CounterConfiguration<string>, sums: typeof writtenBytes) =>
+    new Counter({
+      ...config,
+      labelNames: ['transport'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        for (const transport of TRANSPORTS) this.inc({ transport }, sums[transport])
+      },
+    })
+  perTransportCounter(
+    {
+      name: 'jobwire_events_delivered_total',
+      help: 'Job events written to clients (snapshots, patches, end, long-poll answers)',
+    },
+    deliveredEvents,
+  )
+  perTransportCounter(
+    {
+      name: 'jobwire_stream_bytes_total',
+      help: 'Bytes written to streams, heartbeats included',
+    },
+    writtenBytes,
+  )
   const rateLimited = new Counter({
     name: 'jobwire_rate_limit_rejections_total',
     help: 'Requests answered 429 by a rate limit, by limit',
@@ -235,11 +251,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
     registers: [registry],
   })
   // Zero series exist from the start, so rate() and absent() work before the first event.
-  for (const transport of TRANSPORTS) {
-    streamsOpened.inc({ transport }, 0)
-    delivered.inc({ transport }, 0)
-    bytes.inc({ transport }, 0)
-  }
+  for (const transport of TRANSPORTS) streamsOpened.inc({ transport }, 0)
   for (const kind of RATE_LIMIT_KINDS) rateLimited.inc({ kind }, 0)
 
   return {
@@ -254,8 +266,12 @@ export function createMetrics(options: MetricsOptions): Metrics {
       if (next <= 0) counts.delete(tenantId)
       else counts.set(tenantId, next)
     },
-    streamBytes: (transport, n) => bytes.inc({ transport }, n),
-    eventDelivered: (transport) => delivered.inc({ transport }),
+    streamBytes: (transport, n) => {
+      writtenBytes[transport] += n
+    },
+    eventDelivered: (transport) => {
+      deliveredEvents[transport]++
+    },
     latencyMs: (ms) => latency.observe(Math.max(0, ms)),
     rateLimitRejected: (kind) => rateLimited.inc({ kind }),
     capRejected: () => capRejected.inc(),

@@ -99,3 +99,29 @@ it('puts latencies in millisecond buckets', async () => {
   expect(bucket('10')).toBe(3)
   expect(bucket('+Inf')).toBe(3)
 })
+
+it('sums bytes and events per transport and reports the totals at every scrape', async () => {
+  const metrics = createMetrics({
+    hub: fakeHub(),
+    listener: { isConnected: true, reconnects: 0 },
+    registry: noStreams,
+    tenantLabel: false,
+  })
+  let samples = parseExposition(await metrics.metrics())
+  expect(sampleValue(samples, 'jobwire_stream_bytes_total', { transport: 'ws' })).toBe(0)
+  expect(sampleValue(samples, 'jobwire_events_delivered_total', { transport: 'sse' })).toBe(0)
+  metrics.streamBytes('ws', 100)
+  metrics.streamBytes('ws', 20)
+  metrics.streamBytes('sse', 5)
+  metrics.eventDelivered('longpoll')
+  metrics.eventDelivered('longpoll')
+  for (let scrape = 0; scrape < 2; scrape++) {
+    samples = parseExposition(await metrics.metrics())
+    const bytes = (transport: string) =>
+      sampleValue(samples, 'jobwire_stream_bytes_total', { transport })
+    const events = (transport: string) =>
+      sampleValue(samples, 'jobwire_events_delivered_total', { transport })
+    expect([bytes('sse'), bytes('ws'), bytes('longpoll')]).toEqual([5, 120, 0])
+    expect([events('sse'), events('ws'), events('longpoll')]).toEqual([0, 0, 2])
+  }
+})
