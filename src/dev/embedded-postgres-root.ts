@@ -78,7 +78,7 @@ export function reachableEmbeddedPostgresUrl(log: Logger): string {
     })
     cpSync(platformDir, join(modules, platformName), { recursive: true, verbatimSymlinks: true })
     for (const dependency of Object.keys(manifest.dependencies ?? {})) {
-      const target = realpathSync(dirname(dirname(require.resolve(`${dependency}/package.json`))))
+      const target = realpathSync(packageDirOf(require.resolve(dependency), dependency))
       mkdirSync(dirname(join(modules, dependency)), { recursive: true })
       symlinkSync(target, join(modules, dependency), 'dir')
     }
@@ -91,6 +91,19 @@ export function reachableEmbeddedPostgresUrl(log: Logger): string {
     }
   }
   return pathToFileURL(cachedEntry).href
+}
+
+/** The folder of the package `name` that holds `entry`. */
+function packageDirOf(entry: string, name: string): string {
+  for (let dir = dirname(entry); dirname(dir) !== dir; dir = dirname(dir)) {
+    const manifest = join(dir, 'package.json')
+    if (
+      existsSync(manifest) &&
+      (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === name
+    )
+      return dir
+  }
+  throw new Error(`cannot find the folder of package ${name} above ${entry}`)
 }
 
 function hash(text: string): string {
