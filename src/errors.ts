@@ -106,10 +106,15 @@ export class TooManyRequestsError extends AppError {
   }
 }
 
+/** The database cannot serve the request now; Retry-After says when to try again. */
 export class ServiceUnavailableError extends AppError {
   readonly status = 503
   readonly type = 'service-unavailable'
   readonly title = 'Service unavailable'
+  constructor(detail: string, retryAfterSeconds: number) {
+    super(detail)
+    this.headers['retry-after'] = String(Math.max(1, Math.ceil(retryAfterSeconds)))
+  }
 }
 
 /** Start-up configuration problems: printed as one line, exit code 1. */

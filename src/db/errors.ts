@@ -1,8 +1,8 @@
 // Translates PostgreSQL errors into the error catalogue, once, by SQLSTATE and constraint
 // name (never by message text). Anything unknown is rethrown and becomes a 500.
-import { AppError, JobTerminalError, ValidationError } from '../errors.js'
+import { AppError, JobTerminalError, ServiceUnavailableError, ValidationError } from '../errors.js'
 
-/** SQLSTATEs raised by the job_queue triggers (migrations/…_job-queue.sql). */
+/** SQLSTATEs raised by the job_queue triggers (migrations/…_job-queue.sql), or handled. */
 export const SQLSTATE = {
   jobTerminal: 'JW001',
   immutableColumn: 'JW002',
@@ -11,6 +11,7 @@ export const SQLSTATE = {
   invalidTextRepresentation: '22P02',
   numericOutOfRange: '22003',
   insufficientPrivilege: '42501',
+  queryCanceled: '57014',
 } as const
 
 /**
@@ -30,18 +31,43 @@ const VALUE_REJECTED = new Set([
   '54001', // statement_too_complex
 ])
 
+/**
+ * The database cannot answer now, and a retry soon may succeed: a lost or refused connection
+ * (class 08 and the socket's own codes), a server shutting down or starting (57P01–57P03),
+ * no connection slot left (53300), a statement cancelled by statement_timeout (57014).
+ */
+const UNAVAILABLE = new Set([
+  SQLSTATE.queryCanceled,
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now
+  '53300', // too_many_connections
+  'ECONNREFUSED',
+  'ECONNRESET',
+])
+
+/**
+ * pg-pool's error when no connection came free within connectionTimeoutMillis. It has no
+ * code: its exact message is the only thing that tells it apart.
+ */
+const POOL_TIMEOUT_MESSAGE = 'timeout exceeded when trying to connect'
+
 interface PgError {
   code?: string
   constraint?: string
   message?: string
 }
 
+/** An error with a SQLSTATE (or a Node.js socket error code) in `code`. */
 function isPgError(error: unknown): error is PgError & { code: string } {
   return typeof error === 'object' && error !== null && typeof (error as PgError).code === 'string'
 }
 
 export function translateDbError(error: unknown): unknown {
-  if (error instanceof AppError || !isPgError(error)) return error
+  if (error instanceof AppError) return error
+  if (error instanceof Error && error.message === POOL_TIMEOUT_MESSAGE) return unavailable()
+  if (!isPgError(error)) return error
+  if (UNAVAILABLE.has(error.code) || error.code.startsWith('08')) return unavailable()
   switch (error.code) {
     case SQLSTATE.jobTerminal:
       return new JobTerminalError(
@@ -58,6 +84,10 @@ export function translateDbError(error: unknown): unknown {
       }
       return error
   }
+}
+
+function unavailable(): ServiceUnavailableError {
+  return new ServiceUnavailableError('The database is busy or unreachable; retry in a moment.', 1)
 }
 
 export function isUniqueViolation(error: unknown, constraint: string): boolean {

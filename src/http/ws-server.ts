@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream'
 import { WebSocketServer, type RawData, type WebSocket } from 'ws'
 import { z } from 'zod'
 import type { Config } from '../config/index.js'
+import { translateDbError } from '../db/errors.js'
 import type { Principal } from '../db/tenant-transaction.js'
 import { AppError, RouteNotFoundError, ValidationError } from '../errors.js'
 import type { Multiplexer } from '../transports/multiplexer.js'
@@ -238,8 +239,9 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
           )
         } catch (error) {
           mux.abandon(watcher)
-          if (error instanceof AppError) {
-            failures.push({ job: id, status: error.status, detail: error.message })
+          const known = translateDbError(error)
+          if (known instanceof AppError) {
+            failures.push({ job: id, status: known.status, detail: known.message })
           } else {
             deps.logger.warn({ err: error }, 'websocket subscribe failed')
             failures.push({ job: id, status: 500, detail: 'Could not subscribe; try again.' })

@@ -6,6 +6,7 @@ import {
   AppError,
   JobNotFoundError,
   JobTerminalError,
+  ServiceUnavailableError,
   TooManyRequestsError,
   ValidationError,
 } from '../../src/errors.js'
@@ -83,7 +84,20 @@ describe('asAppError', () => {
   })
 
   it.each([
-    ['a connection failure (08006)', '08006'],
+    ['a connection failure (08006)', pgError('08006')],
+    ['a statement timeout (57014)', pgError('57014')],
+    ['a server shutting down (57P01)', pgError('57P01')],
+    ['a refused connection (ECONNREFUSED)', pgError('ECONNREFUSED')],
+    ['no free pool connection in time', new Error('timeout exceeded when trying to connect')],
+  ])('maps %s to 503 with Retry-After: 1', (_name, error) => {
+    const mapped = asAppError(error)
+    expect(mapped).toBeInstanceOf(ServiceUnavailableError)
+    expect(mapped?.status).toBe(503)
+    expect(mapped?.headers).toEqual({ 'retry-after': '1' })
+    expect(mapped?.message).not.toMatch(/SELECT|internals|timeout exceeded/)
+  })
+
+  it.each([
     ['a deadlock (40P01)', '40P01'],
     ['an insufficient privilege (42501)', '42501'],
     ['a syntax error in our SQL (42601)', '42601'],
