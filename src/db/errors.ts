@@ -2,10 +2,17 @@
 // name (never by message text). Anything unknown is rethrown and becomes a 500.
 import { AppError, JobTerminalError, ServiceUnavailableError, ValidationError } from '../errors.js'
 
-/** SQLSTATEs raised by the job_queue triggers (migrations/…_job-queue.sql), or handled. */
+/**
+ * SQLSTATEs jobwire raises (the job_queue triggers and the worker functions: the headers of
+ * migrations/…_job-queue.sql and …_worker-functions.sql) or handles.
+ */
 export const SQLSTATE = {
   jobTerminal: 'JW001',
   immutableColumn: 'JW002',
+  /** The worker no longer holds the job: finished, re-queued by the reaper, or taken over. */
+  leaseLost: 'JW003',
+  jobNotFound: 'JW004',
+  invalidParameter: '22023',
   checkViolation: '23514',
   uniqueViolation: '23505',
   invalidTextRepresentation: '22P02',
@@ -59,7 +66,7 @@ interface PgError {
 }
 
 /** An error with a SQLSTATE (or a Node.js socket error code) in `code`. */
-function isPgError(error: unknown): error is PgError & { code: string } {
+export function isPgError(error: unknown): error is PgError & { code: string } {
   return typeof error === 'object' && error !== null && typeof (error as PgError).code === 'string'
 }
 

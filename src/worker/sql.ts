@@ -2,19 +2,15 @@
 // round trip each. The functions are the contract; this module only names their arguments and
 // turns their rows into TypeScript values. It runs with the rights of the pool's login.
 import { sql } from 'kysely'
+import { isPgError, SQLSTATE } from '../db/errors.js'
 import type { Db } from '../db/pool.js'
 import type { JobRow } from '../db/schema.js'
 
-/** SQLSTATEs of the worker functions (the migration's header lists them all). */
-export const WORKER_SQLSTATE = {
-  /** The job is terminal (the table trigger). */
-  jobTerminal: 'JW001',
-  /** The caller no longer holds the job: finished, re-queued by the reaper, or taken over. */
-  leaseLost: 'JW003',
-  jobNotFound: 'JW004',
-  invalidParameter: '22023',
-  checkViolation: '23514',
-} as const
+/**
+ * The worker API's name for the SQLSTATE catalogue. A worker meets jobTerminal, leaseLost,
+ * jobNotFound, invalidParameter and checkViolation (the worker functions' migration lists them).
+ */
+export const WORKER_SQLSTATE = SQLSTATE
 
 /** What heartbeat and progress answer: is the job still ours, and does its owner want it stopped. */
 export interface LeaseState {
@@ -37,15 +33,10 @@ export interface Failure {
   retryDelaySeconds?: number
 }
 
-export function pgErrorCode(error: unknown): string | undefined {
-  if (typeof error !== 'object' || error === null) return undefined
-  const code = (error as { code?: unknown }).code
-  return typeof code === 'string' ? code : undefined
-}
-
 export function isLeaseLost(error: unknown): boolean {
-  const code = pgErrorCode(error)
-  return code === WORKER_SQLSTATE.leaseLost || code === WORKER_SQLSTATE.jobNotFound
+  return (
+    isPgError(error) && (error.code === SQLSTATE.leaseLost || error.code === SQLSTATE.jobNotFound)
+  )
 }
 
 export async function claimJobs(
