@@ -60,18 +60,6 @@ export class RouteNotFoundError extends AppError {
   readonly title = 'Not found'
 }
 
-export class MethodNotAllowedError extends AppError {
-  readonly status = 405
-  readonly type = 'method-not-allowed'
-  readonly title = 'Method not allowed'
-}
-
-export class NotAcceptableError extends AppError {
-  readonly status = 406
-  readonly type = 'not-acceptable'
-  readonly title = 'Not acceptable'
-}
-
 export class JobTerminalError extends AppError {
   readonly status = 409
   readonly type = 'job-terminal'

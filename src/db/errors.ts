@@ -96,9 +96,3 @@ export function translateDbError(error: unknown): unknown {
 function unavailable(): ServiceUnavailableError {
   return new ServiceUnavailableError('The database is busy or unreachable; retry in a moment.', 1)
 }
-
-export function isUniqueViolation(error: unknown, constraint: string): boolean {
-  return (
-    isPgError(error) && error.code === SQLSTATE.uniqueViolation && error.constraint === constraint
-  )
-}

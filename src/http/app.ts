@@ -10,7 +10,7 @@ import { API_PREFIX, HEADER } from '../protocol/http.js'
 import { redactUrl, serializeError, type Logger } from '../telemetry/logger.js'
 import type { Metrics } from '../telemetry/metrics.js'
 import { principalOf } from './authenticate.js'
-import { authenticateAndLimit, type RateLimitKind, type RateLimits } from './rate-limit.js'
+import type { RateLimitKind, RateLimits } from './rate-limit.js'
 import type { Authenticator } from './auth.js'
 import { notFoundHandler, problemHandler } from './problem.js'
 import { operationsRoutes, type OperationsRouteDeps } from './routes/operations.js'
@@ -21,20 +21,11 @@ export interface ReadinessReport {
 }
 
 export interface AppDeps {
-  config: Pick<
-    Config,
-    | 'BODY_LIMIT_BYTES'
-    | 'TRUST_PROXY'
-    | 'RATE_LIMIT_WINDOW_MS'
-    | 'RATE_LIMIT_PER_USER'
-    | 'RATE_LIMIT_PER_TENANT'
-    | 'RATE_LIMIT_PER_IP'
-    | 'isProduction'
-  > &
+  config: Pick<Config, 'BODY_LIMIT_BYTES' | 'TRUST_PROXY' | 'isProduction'> &
     OperationsRouteDeps['config']
   onRateLimited?(kind: RateLimitKind): void
-  /** Shared with the WebSocket upgrade handler; built from config when absent. */
-  rateLimits?: RateLimits
+  /** Authentication and request limits for /v1, shared with the WebSocket upgrade handler. */
+  rateLimits: RateLimits
   logger: Logger
   auth: Authenticator
   readiness: () => Promise<ReadinessReport>
@@ -121,11 +112,7 @@ export function createApp(deps: AppDeps): Express {
   })
   app.use(operationsRoutes({ config: deps.config, metrics: deps.metrics }))
 
-  app.use(
-    API_PREFIX,
-    ...(deps.rateLimits?.middleware ??
-      authenticateAndLimit(deps.auth, { config: deps.config, onRejected: deps.onRateLimited })),
-  )
+  app.use(API_PREFIX, ...deps.rateLimits.middleware)
   app.use(
     express.json({ limit: deps.config.BODY_LIMIT_BYTES, strict: true, type: 'application/json' }),
   )

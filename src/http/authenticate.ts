@@ -1,6 +1,7 @@
-// Express glue for the Authenticator: authenticates a request once and keeps the principal
-// on the request for the handlers.
-import type { Request, RequestHandler } from 'express'
+// Express glue for the Authenticator: authenticates a request once (the first handler of
+// the rate-limit chain, src/http/rate-limit.ts) and keeps the principal on the request for
+// the handlers.
+import type { Request } from 'express'
 import type { Principal } from '../db/tenant-transaction.js'
 import type { Authenticator, TokenSource } from './auth.js'
 import { MEDIA_TYPE, QUERY } from '../protocol/http.js'
@@ -9,14 +10,7 @@ const PRINCIPAL = Symbol('jobwire.principal')
 
 type RequestWithPrincipal = Request & { [PRINCIPAL]?: Principal }
 
-/** Authenticates every /v1 request; stream, wait and WebSocket requests may use ?token=. */
-export function authenticate(auth: Authenticator): RequestHandler {
-  return async (req, _res, next) => {
-    await authenticateRequest(auth, req)
-    next()
-  }
-}
-
+/** Authenticates a /v1 request; stream, wait and WebSocket requests may use ?token=. */
 export async function authenticateRequest(auth: Authenticator, req: Request): Promise<Principal> {
   const principal = await auth.authenticate(req, tokenSourceFor(req))
   ;(req as RequestWithPrincipal)[PRINCIPAL] = principal
@@ -46,10 +40,10 @@ export function wantsStream(req: Request): boolean {
   )
 }
 
-/** The principal set by authenticate(); a route without it is a programming error. */
+/** The principal set by authenticateRequest(); a route without it is a programming error. */
 export function principalOf(req: Request): Principal {
   const principal = (req as RequestWithPrincipal)[PRINCIPAL]
   if (!principal)
-    throw new Error(`route ${req.method} ${req.path} has no authenticate() middleware`)
+    throw new Error(`route ${req.method} ${req.path} is not behind the authentication middleware`)
   return principal
 }

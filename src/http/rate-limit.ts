@@ -60,7 +60,11 @@ function limiter(
 }
 
 export interface RateLimits {
-  /** Authentication and the limits for every /v1 request (see authenticateAndLimit). */
+  /**
+   * Authentication and rate limiting for every /v1 request, in order: authenticate (a
+   * failure is held back), the per-IP limit for failed authentications, then the failure
+   * itself, then the per-user and per-tenant limits. A limit of 0 disables it.
+   */
   middleware: RequestHandler[]
   /**
    * The same counters for a WebSocket upgrade, which never reaches express: a failed
@@ -73,18 +77,6 @@ export interface RateLimits {
    * counted against the user's and the tenant's limits. Throws TooManyRequestsError.
    */
   checkMessage(principal: Principal): Promise<void>
-}
-
-/**
- * Authentication and rate limiting for every /v1 request, in order: authenticate (a failure
- * is held back), the per-IP limit for failed authentications, then the failure itself, then
- * the per-user and per-tenant limits. A limit of 0 disables it.
- */
-export function authenticateAndLimit(
-  auth: Authenticator,
-  options: RateLimitOptions,
-): RequestHandler[] {
-  return createRateLimits(auth, options).middleware
 }
 
 export function createRateLimits(auth: Authenticator, options: RateLimitOptions): RateLimits {

@@ -110,7 +110,3 @@ export const listJobsQuerySchema = z.strictObject(
         : undefined,
   },
 )
-
-export const getJobQuerySchema = z.object({
-  stream: z.enum(['true', 'false', '1', '0'], { error: 'expected true or false' }).optional(),
-})
