@@ -9,7 +9,7 @@ import type { Config } from '../config/index.js'
 import { API_PREFIX, HEADER } from '../protocol/http.js'
 import { redactUrl, serializeError, type Logger } from '../telemetry/logger.js'
 import type { Metrics } from '../telemetry/metrics.js'
-import { principalOf } from './authenticate.js'
+import { findPrincipal } from './authenticate.js'
 import type { RateLimitKind, RateLimits } from './rate-limit.js'
 import type { Authenticator } from './auth.js'
 import { notFoundHandler, problemHandler } from './problem.js'
@@ -71,12 +71,10 @@ export function createApp(deps: AppDeps): Express {
         const route = (req as express.Request).route as { path?: unknown } | undefined
         const props: Record<string, unknown> =
           typeof route?.path === 'string' ? { route: route.path } : {}
-        try {
-          const p = principalOf(req as express.Request)
-          return { ...props, tenantId: p.tenantId, userId: p.userId }
-        } catch {
-          return props
-        }
+        // Called when the request starts too, before authentication: no throwing here (a
+        // thrown error per request cost ~3 % of CPU in the benchmarks).
+        const p = findPrincipal(req as express.Request)
+        return p ? { ...props, tenantId: p.tenantId, userId: p.userId } : props
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
       autoLogging: {

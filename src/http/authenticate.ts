@@ -40,9 +40,14 @@ export function wantsStream(req: Request): boolean {
   )
 }
 
+/** The principal, when the request was authenticated (logging asks before and after). */
+export function findPrincipal(req: Request): Principal | undefined {
+  return (req as RequestWithPrincipal)[PRINCIPAL]
+}
+
 /** The principal set by authenticateRequest(); a route without it is a programming error. */
 export function principalOf(req: Request): Principal {
-  const principal = (req as RequestWithPrincipal)[PRINCIPAL]
+  const principal = findPrincipal(req)
   if (!principal)
     throw new Error(`route ${req.method} ${req.path} is not behind the authentication middleware`)
   return principal

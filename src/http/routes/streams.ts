@@ -7,7 +7,7 @@ import { z } from 'zod'
 import type { Config } from '../../config/index.js'
 import { JobNotFoundError } from '../../errors.js'
 import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
-import { isTerminalStatus } from '../../protocol/job.js'
+import { isTerminalStatus, type JobDocument } from '../../protocol/job.js'
 import { LongPollWaiter, type WaitOutcome } from '../../transports/longpoll.js'
 import { SSE_FORMATS, SseJobStream } from '../../transports/sse.js'
 import { principalOf, wantsStream } from '../authenticate.js'
@@ -48,6 +48,33 @@ export const sseQuerySchema = z.object({
     .enum(['true', 'false', '1', '0'], { error: 'expected true or false' })
     .optional(),
 })
+
+interface WaitAnswer {
+  body: Buffer
+  headers: Record<string, string>
+}
+
+/** Per document (documents are immutable and shared): the body and both header variants. */
+const waitAnswers = new WeakMap<
+  JobDocument,
+  { body: Buffer; ready?: WaitAnswer; timedOut?: WaitAnswer }
+>()
+
+function waitAnswer(doc: JobDocument, isReady: boolean): WaitAnswer {
+  let cached = waitAnswers.get(doc)
+  if (!cached) waitAnswers.set(doc, (cached = { body: Buffer.from(JSON.stringify(doc)) }))
+  const key = isReady ? 'ready' : 'timedOut'
+  return (cached[key] ??= {
+    body: cached.body,
+    headers: {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': String(cached.body.length),
+      etag: etagOf(doc.version),
+      'cache-control': 'no-store',
+      [HEADER.timedOut]: isReady ? 'false' : 'true',
+    },
+  })
+}
 
 export function streamRoutes(deps: StreamRouteDeps): Router {
   const router = Router()
@@ -111,15 +138,10 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
       if (outcome.kind === 'gone')
         return writeProblem(res, new JobNotFoundError(id), req.originalUrl.split('?')[0])
       if (outcome.kind === 'ready') deps.onEventDelivered?.('longpoll')
-      res
-        .status(200)
-        .set(
-          HEADER.timedOut,
-          outcome.kind === 'ready' || outcome.kind === 'final' ? 'false' : 'true',
-        )
-        .set('etag', etagOf(outcome.doc.version))
-        .set('cache-control', 'no-store')
-        .json(outcome.doc)
+      // One change may answer thousands of parked waiters: its body and headers are built
+      // once per document and written with writeHead/end, not through express per waiter.
+      const answer = waitAnswer(outcome.doc, outcome.kind === 'ready' || outcome.kind === 'final')
+      res.writeHead(200, answer.headers).end(answer.body)
     }
     // Held until the waiter is parked in the registry (or answered).
     const release = reserveStream(deps, principal, deps.onCapRejected)
