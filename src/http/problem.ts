@@ -96,6 +96,8 @@ export function problemHandler(logger: Logger): ErrorRequestHandler {
   return (error: unknown, req, res: Response, _next) => {
     const appError = asAppError(error)
     if (appError) {
+      // A 503 for a database that cannot answer now: its cause is worth a line.
+      if (appError.status >= 500) logger.warn({ err: error, reqId: req.id }, appError.title)
       writeProblem(res, appError, req.originalUrl.split('?')[0])
       return
     }

@@ -240,12 +240,13 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
         } catch (error) {
           mux.abandon(watcher)
           const known = translateDbError(error)
-          if (known instanceof AppError) {
-            failures.push({ job: id, status: known.status, detail: known.message })
-          } else {
+          if (!(known instanceof AppError) || known.status >= 500)
             deps.logger.warn({ err: error }, 'websocket subscribe failed')
-            failures.push({ job: id, status: 500, detail: 'Could not subscribe; try again.' })
-          }
+          failures.push(
+            known instanceof AppError
+              ? { job: id, status: known.status, detail: known.message }
+              : { job: id, status: 500, detail: 'Could not subscribe; try again.' },
+          )
         }
       }),
     )
