@@ -14,9 +14,8 @@ import { createApp, type ReadinessReport } from './http/app.js'
 import { createAuthenticator } from './http/auth.js'
 import { jobRoutes } from './http/routes/jobs.js'
 import { createLogger, type Logger } from './telemetry/logger.js'
-import { fetchJobsByIds } from './db/jobs.js'
+import { fetchJobsByIds, type JobDocumentRow } from './db/jobs.js'
 import { fetchJobsChangedSince } from './db/catch-up.js'
-import type { JobRow } from './db/schema.js'
 import { toJobDocument } from './events/document.js'
 import { Hub } from './events/hub.js'
 import { Listener } from './events/listener.js'
@@ -130,7 +129,7 @@ export async function startService(
 
     // 5. The event pipeline: the hub reads changed rows in batches; the one listener
     //    connection feeds it; after a reconnect every watched job is re-read.
-    const toFetched = (row: JobRow) => ({
+    const toFetched = (row: JobDocumentRow) => ({
       doc: toJobDocument(row),
       tenantId: row.tenant_id,
       ownerId: row.owner_id,
@@ -273,10 +272,8 @@ export async function startService(
       rateLimits,
       config,
       logger,
-      auth,
       readiness,
       metrics,
-      onRateLimited: metrics.rateLimitRejected,
       routers: [
         streamRoutes({ ...streamDeps, ...streamHooks, config }),
         multiplexedRoutes({

@@ -3,17 +3,17 @@
 // service login, like the hub's batched read (feeds filter by owner themselves).
 import { sql } from 'kysely'
 import type { Db } from './pool.js'
-import type { JobRow } from './schema.js'
+import { JOB_DOCUMENT_COLUMNS, type JobDocumentRow } from './jobs.js'
 
 export function fetchJobsChangedSince(
   db: Db,
   tenants: readonly string[] | 'all',
   since: Date,
   limit: number,
-): Promise<JobRow[]> {
+): Promise<JobDocumentRow[]> {
   let query = db
     .selectFrom('job_queue')
-    .selectAll()
+    .select(JOB_DOCUMENT_COLUMNS)
     .where('updated_at', '>=', since)
     .orderBy('updated_at', 'asc')
     .limit(limit)

@@ -155,10 +155,10 @@ export function requestCancel(trx: TenantTransaction, id: string) {
  * The event pipeline's batched read: many watched jobs in one query, across tenants (the
  * subscriptions were authorised by an RLS read when they opened). Runs as the service login.
  */
-export function fetchJobsByIds(db: Db, ids: readonly string[]): Promise<JobRow[]> {
+export function fetchJobsByIds(db: Db, ids: readonly string[]): Promise<JobDocumentRow[]> {
   return db
     .selectFrom('job_queue')
-    .selectAll()
+    .select(JOB_DOCUMENT_COLUMNS)
     .where('id', '=', sql<string>`ANY(${sql.val(ids)}::uuid[])`)
     .execute()
 }

@@ -10,8 +10,7 @@ import { API_PREFIX, HEADER } from '../protocol/http.js'
 import { redactUrl, serializeError, type Logger } from '../telemetry/logger.js'
 import type { Metrics } from '../telemetry/metrics.js'
 import { findPrincipal } from './authenticate.js'
-import type { RateLimitKind, RateLimits } from './rate-limit.js'
-import type { Authenticator } from './auth.js'
+import type { RateLimits } from './rate-limit.js'
 import { notFoundHandler, problemHandler } from './problem.js'
 import { operationsRoutes, type OperationsRouteDeps } from './routes/operations.js'
 
@@ -23,11 +22,9 @@ export interface ReadinessReport {
 export interface AppDeps {
   config: Pick<Config, 'BODY_LIMIT_BYTES' | 'TRUST_PROXY' | 'isProduction'> &
     OperationsRouteDeps['config']
-  onRateLimited?(kind: RateLimitKind): void
   /** Authentication and request limits for /v1, shared with the WebSocket upgrade handler. */
   rateLimits: RateLimits
   logger: Logger
-  auth: Authenticator
   readiness: () => Promise<ReadinessReport>
   /** Routers mounted in order after the health routes (jobs, streams, dev page …). */
   routers: Router[]

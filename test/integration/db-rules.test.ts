@@ -221,7 +221,9 @@ describe('terminal statuses', () => {
   it('refuses a lease on a finished job but lets a lease be cleared', async () => {
     const job = await insertJob()
     await update(job.id, "status = 'completed'")
-    const error = await sqlError(update(job.id, "locked_by = 'late-worker', locked_until = now() + interval '30 seconds'"))
+    const error = await sqlError(
+      update(job.id, "locked_by = 'late-worker', locked_until = now() + interval '30 seconds'"),
+    )
     expect(error.code).toBe('JW001')
     const cleared = await update(job.id, 'locked_by = NULL, locked_until = NULL')
     expect(cleared.version).toBe('2')
