@@ -74,7 +74,15 @@ function applyOperation(root: unknown, operation: PatchOperation): unknown {
   if (operation.op !== 'add' && !Object.hasOwn(parent, key))
     throw new PatchError(`nothing to ${operation.op} at ${operation.path}`, operation)
   if (operation.op === 'remove') delete parent[key]
-  else parent[key] = structuredClone(operation.value)
+  // An own data property even for keys like `__proto__` (JSON allows them; a plain
+  // assignment would change the object's prototype instead).
+  else
+    Object.defineProperty(parent, key, {
+      value: structuredClone(operation.value),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    })
   return root
 }
 

@@ -92,6 +92,16 @@ describe('applyPatch', () => {
     ).not.toThrow()
   })
 
+  it('adds a `__proto__` key as data, never as the prototype', () => {
+    const doc = JSON.parse('{"result":{}}') as { result: Record<string, unknown> }
+    const out = applyPatch(doc, [
+      { op: 'add', path: '/result/__proto__', value: { polluted: true } },
+    ]) as typeof doc
+    expect(Object.getPrototypeOf(out.result)).toBe(Object.prototype)
+    expect(Object.hasOwn(out.result, '__proto__')).toBe(true)
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+
   it('reproduces any server patch between two job documents', () => {
     const json = fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.parse(JSON.stringify(v)) as unknown)
     const docArb = fc.record({
