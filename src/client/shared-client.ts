@@ -5,6 +5,7 @@
 // snapshot. Jobs that ended are dropped from the list; with none left the connection closes.
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
 import { QUERY } from '../protocol/http.js'
+import { encodeJobsResumeId } from '../protocol/resume-id.js'
 import { Connection, type StreamSession, type StreamTarget, type Verdict } from './connection.js'
 import { DocChannel } from './doc-channel.js'
 import { JobWatchBase, type JobWatch } from './job-watch.js'
@@ -158,15 +159,14 @@ class SharedClient implements JobwireClient, StreamSession {
 
   streamTarget(): StreamTarget | undefined {
     if (this.active.size === 0) return undefined
-    const positions: string[] = []
+    const positions: Array<[string, number]> = []
     for (const entry of this.active.values())
       if (entry.current && !entry.needsSnapshot)
-        positions.push(`${entry.jobId.replaceAll('-', '')}:${entry.current.version.toString(36)}`)
+        positions.push([entry.jobId, entry.current.version])
     return {
       path: '/events',
       query: { [QUERY.jobs]: this.jobIds.join(',') },
-      // The resume id of src/transports/sse-mux.ts: `j.` + `<uuid hex>:<version base 36>,…`.
-      ...(positions.length > 0 ? { lastEventId: `j.${positions.join(',')}` } : {}),
+      ...(positions.length > 0 ? { lastEventId: encodeJobsResumeId(positions) } : {}),
     }
   }
 

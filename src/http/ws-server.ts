@@ -16,6 +16,7 @@ import { WsConnection, WsHeartbeat, WS_CLOSE } from '../transports/ws.js'
 import type { Authenticator } from './auth.js'
 import type { RateLimits } from './rate-limit.js'
 import { toProblem } from './problem.js'
+import { jobIdSchema } from './schemas.js'
 import { reserveStream, subscribeJob, userKeyOf, type StreamDeps } from './subscribe.js'
 import type { Logger } from '../telemetry/logger.js'
 
@@ -36,7 +37,6 @@ export interface WsServerDeps extends StreamDeps {
   onCapRejected?(): void
 }
 
-const jobId = z.guid().transform((id) => id.toLowerCase())
 
 /** Client messages; one lists at most as many jobs as a connection may watch. */
 function clientMessageSchemaFor(maxJobs: number) {
@@ -102,7 +102,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
         })
       await deps.rateLimits?.checkUpgrade(principal, req.socket.remoteAddress)
       if (single) {
-        const parsed = jobId.safeParse(decodeURIComponent(single[1]!))
+        const parsed = jobIdSchema.safeParse(decodeURIComponent(single[1]!))
         if (!parsed.success)
           throw new ValidationError('path.id: expected a UUID', [
             { name: 'path.id', reason: 'expected a UUID' },
@@ -211,7 +211,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
     const failures: SubscribeFailure[] = []
     await Promise.all(
       ids.map(async (raw) => {
-        const parsed = jobId.safeParse(raw)
+        const parsed = jobIdSchema.safeParse(raw)
         if (!parsed.success) {
           failures.push({ job: raw, status: 400, detail: 'Not a job id (expected a UUID).' })
           return

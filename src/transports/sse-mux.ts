@@ -7,7 +7,9 @@
 import type { ServerResponse } from 'node:http'
 import type { MuxMessage, MuxSink } from './multiplexer.js'
 import { Multiplexer } from './multiplexer.js'
-import { SSE_HEADERS, SSE_HEARTBEAT, sseRetry } from './sse-frame.js'
+import { SSE_HEADERS, SSE_HEARTBEAT, sseFrame, sseRetry } from './sse-frame.js'
+import { SseWriter } from './sse-writer.js'
+import { encodeFeedResumeId, encodeJobsResumeId } from '../protocol/resume-id.js'
 import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
 
 export interface SseMuxOptions {
@@ -29,14 +31,11 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   readonly userKey: string
   readonly expiresAt: number
   readonly mux: Multiplexer
-  lastWriteAt = Date.now()
   private unregister: (() => void) | undefined
   private isEnded = false
-  private isBlocked = false
+  private readonly writer: SseWriter
   /** Until open() wrote the headers, changes wait (as on a congested stream). */
   private isOpen = false
-  /** Identifies the write whose flush reopens a congested stream. */
-  private flushTicket = 0
 
   constructor(
     private readonly res: ServerResponse,
@@ -46,6 +45,11 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
     this.userKey = options.userKey
     this.expiresAt = Date.now() + options.maxLifetimeMs
     this.mux = new Multiplexer(this, options.ownerId)
+    this.writer = new SseWriter(res, options.highWaterBytes, () => this.onDrained())
+  }
+
+  get lastWriteAt(): number {
+    return this.writer.lastWriteAt
   }
 
   open(registry: StreamRegistry): void {
@@ -53,7 +57,6 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
     this.res.writeHead(200, SSE_HEADERS)
     this.unregister = registry.add(this)
     this.res.on('close', () => this.dispose())
-    this.res.on('drain', () => this.onDrained())
     this.res.write(sseRetry(this.options.retryMs))
     this.isOpen = true
     // Feed changes that arrived during the resume read, merged per job.
@@ -61,54 +64,34 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   }
 
   encode(message: MuxMessage): Buffer {
-    return Buffer.from(`event: ${message.type}\ndata: ${JSON.stringify(message)}\n\n`)
+    return sseFrame(message.type, message)
   }
 
   write(bytes: Buffer, job?: string, version?: number): void {
     if (this.isEnded) return
-    this.lastWriteAt = Date.now()
     const id = job === undefined || version === undefined ? '' : `id: ${this.resumeId()}\n`
     this.options.onWrite?.(bytes.length + id.length)
-    const fits = this.res.writableLength + id.length + bytes.length <= this.options.highWaterBytes
-    this.res.cork()
-    if (id) this.res.write(id)
-    if (fits) {
-      if (!this.res.write(bytes)) this.isBlocked = true // 'drain' reopens the stream
-    } else {
-      // Past STREAM_HIGH_WATER_BYTES, res.write() may still return true (the socket's own
-      // mark, 16 KiB, can be higher) and then no 'drain' comes: this write's callback reopens
-      // the stream once flushed. Only the newest such write counts (as in sse.ts).
-      this.isBlocked = true
-      const ticket = ++this.flushTicket
-      this.res.write(bytes, (error) => {
-        if (!error && ticket === this.flushTicket) this.onDrained()
-      })
-    }
-    this.res.uncork()
+    if (id) this.writer.write(id, bytes)
+    else this.writer.write(bytes)
   }
 
   private onDrained(): void {
-    if (this.isEnded) return
-    this.isBlocked = false
-    this.mux.drain()
+    if (!this.isEnded) this.mux.drain()
   }
 
   isCongested(): boolean {
-    return this.isBlocked || !this.isOpen
+    return this.writer.isCongested || !this.isOpen
   }
 
   heartbeat(): void {
-    if (this.isBlocked || this.isEnded) return
-    this.lastWriteAt = Date.now()
-    this.res.write(SSE_HEARTBEAT)
+    if (this.writer.isCongested || this.isEnded) return
+    this.writer.write(SSE_HEARTBEAT)
   }
 
   /** Every job of a `jobs` stream has ended: say so and close. */
   onIdle(): void {
     if (this.options.mode !== 'jobs' || this.isEnded) return
-    this.res.write(
-      `event: end\ndata: ${JSON.stringify({ type: 'end', reason: 'all jobs ended' })}\n\n`,
-    )
+    this.res.write(sseFrame('end', { type: 'end', reason: 'all jobs ended' }))
     this.close('lifetime')
   }
 
@@ -120,11 +103,8 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   }
 
   private resumeId(): string {
-    if (this.options.mode === 'feed') return `f.${Date.now().toString(36)}`
-    const parts: string[] = []
-    for (const [id, version] of this.mux.positions())
-      parts.push(`${id.replaceAll('-', '')}:${version.toString(36)}`)
-    return `j.${parts.join(',')}`
+    if (this.options.mode === 'feed') return encodeFeedResumeId(Date.now())
+    return encodeJobsResumeId(this.mux.positions())
   }
 
   private dispose(): void {
@@ -133,27 +113,4 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
     this.unregister?.()
     this.unregister = undefined
   }
-}
-
-/** Parses a `j.` resume id into job → version; anything malformed yields an empty map. */
-export function parseJobsResumeId(value: string | undefined): Map<string, number> {
-  const out = new Map<string, number>()
-  if (!value?.startsWith('j.')) return out
-  for (const part of value.slice(2).split(',')) {
-    const match = /^([0-9a-f]{32}):([0-9a-z]{1,11})$/.exec(part)
-    if (!match) continue
-    const hex = match[1]!
-    const id = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
-    const version = parseInt(match[2]!, 36)
-    if (Number.isSafeInteger(version) && version >= 1) out.set(id, version)
-  }
-  return out
-}
-
-/** Parses an `f.` resume id into epoch ms, or undefined. */
-export function parseFeedResumeId(value: string | undefined): number | undefined {
-  const match = value === undefined ? null : /^f\.([0-9a-z]{1,11})$/.exec(value)
-  if (!match) return undefined
-  const ms = parseInt(match[1]!, 36)
-  return Number.isSafeInteger(ms) && ms > 0 ? ms : undefined
 }

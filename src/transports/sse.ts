@@ -15,6 +15,7 @@ import { typedEvents } from '../events/typed-events.js'
 import { diffDocuments } from '../events/patch.js'
 import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
 import { SSE_HEADERS, SSE_HEARTBEAT, sseFrame, sseRetry } from './sse-frame.js'
+import { SseWriter } from './sse-writer.js'
 
 export const SSE_FORMATS = ['patch', 'full', 'events'] as const
 export type SseFormat = (typeof SSE_FORMATS)[number]
@@ -38,16 +39,13 @@ export class SseJobStream implements Watcher, RegisteredStream {
   readonly tenantId: string
   readonly userKey: string
   readonly expiresAt: number
-  lastWriteAt = Date.now()
   private handle: WatchHandle | undefined
   private unregister: (() => void) | undefined
   /** The document the client has; undefined until the first event. */
   private delivered: JobDocument | undefined
   private isOpen = false
-  private isCongested = false
-  /** Identifies the write whose flush reopens a congested stream. */
-  private flushTicket = 0
   private isEnded = false
+  private readonly writer: SseWriter
 
   constructor(
     private readonly res: ServerResponse,
@@ -56,6 +54,11 @@ export class SseJobStream implements Watcher, RegisteredStream {
     this.tenantId = options.tenantId
     this.userKey = options.userKey
     this.expiresAt = Date.now() + options.maxLifetimeMs
+    this.writer = new SseWriter(res, options.highWaterBytes, () => this.onDrain())
+  }
+
+  get lastWriteAt(): number {
+    return this.writer.lastWriteAt
   }
 
   /**
@@ -71,7 +74,6 @@ export class SseJobStream implements Watcher, RegisteredStream {
     this.isOpen = true
     this.unregister = registry.add(this)
     res.on('close', () => this.dispose())
-    res.on('drain', () => this.onDrain())
 
     const state = handle.state
     const doc = state.current!
@@ -110,7 +112,7 @@ export class SseJobStream implements Watcher, RegisteredStream {
   }
 
   onChange(change: JobChange): void {
-    if (!this.isOpen || this.isEnded || this.isCongested) return
+    if (!this.isOpen || this.isEnded || this.writer.isCongested) return
     const base = this.delivered
     if (!base || change.doc.version <= base.version) return
     this.deliver(change.state, base, change)
@@ -123,7 +125,7 @@ export class SseJobStream implements Watcher, RegisteredStream {
   }
 
   heartbeat(): void {
-    if (!this.isCongested) this.write(SSE_HEARTBEAT, false)
+    if (!this.writer.isCongested) this.write(SSE_HEARTBEAT, false)
   }
 
   close(_reason: 'lifetime' | 'shutdown'): void {
@@ -168,27 +170,13 @@ export class SseJobStream implements Watcher, RegisteredStream {
 
   private write(buffer: Buffer, isEvent = true): void {
     if (buffer.length === 0) return
-    this.lastWriteAt = Date.now()
     this.options.onWrite?.(buffer.length)
     if (isEvent) this.options.onEvent?.()
-    if (this.res.writableLength + buffer.length <= this.options.highWaterBytes) {
-      if (!this.res.write(buffer)) this.isCongested = true // 'drain' reopens the stream
-      return
-    }
-    // Past STREAM_HIGH_WATER_BYTES. res.write() may still return true (the socket's own mark,
-    // 16 KiB, can be higher than ours), and then no 'drain' ever comes: this write's callback,
-    // run once the bytes reached the kernel, reopens the stream instead. Only the newest such
-    // write counts, so an older callback cannot reopen a stream congested again since.
-    this.isCongested = true
-    const ticket = ++this.flushTicket
-    this.res.write(buffer, (error) => {
-      if (!error && ticket === this.flushTicket) this.onDrain()
-    })
+    this.writer.write(buffer)
   }
 
   private onDrain(): void {
-    if (!this.isCongested || this.isEnded) return
-    this.isCongested = false
+    if (this.isEnded) return
     const state = this.handle?.state
     if (state?.current && this.delivered && state.current.version > this.delivered.version) {
       this.deliver(state, this.delivered)

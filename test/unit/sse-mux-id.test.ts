@@ -7,12 +7,8 @@ import fc from 'fast-check'
 import { JobChange, JobState } from '../../src/events/job-state.js'
 import type { FeedWatcher } from '../../src/events/hub.js'
 import type { JobDocument } from '../../src/protocol/job.js'
-import {
-  parseFeedResumeId,
-  parseJobsResumeId,
-  SseMuxStream,
-  type SseMuxOptions,
-} from '../../src/transports/sse-mux.js'
+import { SseMuxStream, type SseMuxOptions } from '../../src/transports/sse-mux.js'
+import { parseFeedResumeId, parseJobsResumeId } from '../../src/protocol/resume-id.js'
 import { StreamRegistry } from '../../src/transports/stream-registry.js'
 
 /** Just enough of a ServerResponse: records what was written, refuses writes after end. */

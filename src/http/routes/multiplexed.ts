@@ -18,7 +18,9 @@ import { AppError, ForbiddenError, JobNotFoundError, ValidationError } from '../
 import { isTerminalStatus } from '../../protocol/job.js'
 import { toJobDocument } from '../../events/document.js'
 import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
-import { parseFeedResumeId, parseJobsResumeId, SseMuxStream } from '../../transports/sse-mux.js'
+import { sseFrame } from '../../transports/sse-frame.js'
+import { SseMuxStream } from '../../transports/sse-mux.js'
+import { parseFeedResumeId, parseJobsResumeId } from '../../protocol/resume-id.js'
 import { assertUserToken } from '../auth.js'
 import { principalOf } from '../authenticate.js'
 import { reserveStream, subscribeJob, userKeyOf, type StreamDeps } from '../subscribe.js'
@@ -183,7 +185,12 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     stream.open(deps.registry)
     if (failures.length > 0) {
       res.write(
-        `event: error\ndata: ${JSON.stringify({ type: 'error', status: 404, detail: 'Some jobs cannot be watched.', jobs: failures })}\n\n`,
+        sseFrame('error', {
+          type: 'error',
+          status: 404,
+          detail: 'Some jobs cannot be watched.',
+          jobs: failures,
+        }),
       )
     }
     for (const { watcher, handle } of ok) {
