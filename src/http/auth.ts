@@ -13,6 +13,7 @@ import type { Config } from '../config/index.js'
 import type { Principal } from '../db/tenant-transaction.js'
 import { ForbiddenError, UnauthorizedError } from '../errors.js'
 import { QUERY } from '../protocol/http.js'
+import { VerifiedTokenCache } from './token-cache.js'
 
 const WATCH_TOKEN_KID = 'jobwire-watch'
 const WATCH_TOKEN_AUDIENCE = 'jobwire:watch'
@@ -49,6 +50,7 @@ export function createAuthenticator(options: AuthOptions): Authenticator {
   const { config } = options
   const watchKey = createSecretKey(Buffer.from(options.watchTokenSecret, 'utf8'))
   const strategyName = 'jobwire-jwt'
+  const verified = new VerifiedTokenCache()
   const instance = new passport.Passport()
 
   instance.use(
@@ -99,15 +101,24 @@ export function createAuthenticator(options: AuthOptions): Authenticator {
             : 'Send a token in the Authorization header or the ?token= query parameter.',
         )
       }
+      const cached = verified.get(token)
+      if (cached) return cached
       const header = decodeHeader(token)
-      if (header?.kid === WATCH_TOKEN_KID) return verifyWatchToken(token, watchKey)
-      const authReq = req as AuthRequest
-      authReq.jobwireToken = token
-      try {
-        return await verifyUserToken(authReq)
-      } finally {
-        delete authReq.jobwireToken
+      let principal: Principal
+      if (header?.kid === WATCH_TOKEN_KID) {
+        principal = verifyWatchToken(token, watchKey)
+      } else {
+        const authReq = req as AuthRequest
+        authReq.jobwireToken = token
+        try {
+          principal = await verifyUserToken(authReq)
+        } finally {
+          delete authReq.jobwireToken
+        }
       }
+      const exp = (jwt.decode(token) as { exp?: unknown } | null)?.exp
+      verified.set(token, principal, typeof exp === 'number' ? exp : undefined)
+      return principal
     },
 
     issueWatchToken(principal, jobId) {
