@@ -51,8 +51,22 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     drop: async () => {
       const client = new pg.Client({ connectionString: serverUrl() })
       await client.connect()
-      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-      await client.end()
+      try {
+        // pool.end() resolves before its sockets are closed: give the file's pools up to 3 s
+        // to leave, so that FORCE does not kill a connection whose pool has no 'error'
+        // listener any more (an unhandled error would land in the next test of this worker).
+        for (let i = 0; i < 60; i++) {
+          const { rows } = await client.query<{ n: number }>(
+            'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1',
+            [name],
+          )
+          if (rows[0]!.n === 0) break
+          await new Promise((resolve) => setTimeout(resolve, 50))
+        }
+        await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      } finally {
+        await client.end()
+      }
     },
   }
 }
