@@ -17,19 +17,10 @@ import {
 } from './options.js'
 import type { PatchOperation } from './patch.js'
 import type { SseMessage } from './sse-reader.js'
+import type { JobStreamMessage, StreamEndMessage } from '../protocol/stream-messages.js'
 
 /** The data of every event on `/v1/events` (SPEC §6: each names its job and version). */
-type MuxEvent =
-  | { type: 'snapshot'; job: string; version: number; doc: JobDocument }
-  | { type: 'patch'; job: string; version: number; patch: PatchOperation[] }
-  | { type: 'end'; job?: string; version?: number; status?: string; reason?: string }
-  | {
-      type: 'error'
-      job?: string
-      status: number
-      detail: string
-      jobs?: Array<{ job: string; status: number; detail: string }>
-    }
+type MuxEvent = JobStreamMessage<PatchOperation> | StreamEndMessage
 
 export interface ClientOptions extends ConnectionOptions {
   /** Close the client (and end its iteration) once every watched job ended. Default false. */
@@ -182,7 +173,7 @@ class SharedClient implements JobwireClient, StreamSession {
       }
       case 'end':
         // Without a job: every job of this connection ended (others may have been added).
-        if (event.job === undefined) return 'end'
+        if (!('job' in event)) return 'end'
         this.end(
           event.job,
           event.status === 'deleted' ? new WatchError('The job was deleted.', 404) : undefined,

@@ -9,23 +9,12 @@
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
 import type { FeedWatcher, JobChange, JobState, Watcher, WatchHandle } from '../events/hub.js'
 import { diffDocuments, type Operation } from '../events/patch.js'
+import type { JobStreamMessage } from '../protocol/stream-messages.js'
 
 /** The most feed-delivered documents one connection remembers (see rememberFeed()). */
 export const FEED_MEMORY_MAX_JOBS = 10_000
 
-export type MuxMessage =
-  | { type: 'snapshot'; job: string; version: number; doc: JobDocument }
-  | { type: 'patch'; job: string; version: number; patch: Operation[] }
-  | { type: 'end'; job: string; version: number; status: string }
-  | {
-      type: 'error'
-      job?: string
-      status: number
-      detail: string
-      /** Several jobs of one request that could not be subscribed (`job` is then unset). */
-      jobs?: Array<{ job: string; status: number; detail: string }>
-    }
-  | { type: 'reset'; detail: string }
+export type MuxMessage = JobStreamMessage<Operation>
 
 export interface MuxSink {
   /**

@@ -1,0 +1,25 @@
+// The messages of the multiplexed streams (SSE `/v1/events` data, and WebSocket `/v1/ws`),
+// spelled once for server and client. Every per-job message names its job and version
+// (SPEC §6). `Patch` is the RFC 6902 operation type of whoever reads or writes the message.
+
+import type { JobDocument } from './job.js'
+
+export type JobStreamMessage<Patch = unknown> =
+  | { type: 'snapshot'; job: string; version: number; doc: JobDocument }
+  | { type: 'patch'; job: string; version: number; patch: Patch[] }
+  | { type: 'end'; job: string; version: number; status: string }
+  | {
+      type: 'error'
+      job?: string
+      status: number
+      detail: string
+      /** Several jobs of one request that could not be subscribed (`job` is then unset). */
+      jobs?: Array<{ job: string; status: number; detail: string }>
+    }
+  | { type: 'reset'; detail: string }
+
+/** SSE `/v1/events?jobs=` only: every job has ended, the stream closes. */
+export interface StreamEndMessage {
+  type: 'end'
+  reason: string
+}
