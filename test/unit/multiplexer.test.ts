@@ -11,6 +11,7 @@ import {
   type MuxMessage,
   type MuxSink,
 } from '../../src/transports/multiplexer.js'
+import { jobDocument } from '../helpers/job-document.js'
 
 class FakeSink implements MuxSink {
   readonly encoding = 'ws' as const
@@ -52,25 +53,7 @@ const JOB = '00000000-0000-4000-8000-000000000001'
 const OTHER = '00000000-0000-4000-8000-000000000002'
 
 function doc(version: number, patch: Partial<JobDocument> = {}, id = JOB): JobDocument {
-  return {
-    id,
-    type: 'test',
-    status: 'queued',
-    progress: 0,
-    step: null,
-    eta_seconds: null,
-    result: null,
-    error: null,
-    attempts: 0,
-    max_attempts: 3,
-    cancel_requested: false,
-    version,
-    created_at: '2026-01-01T00:00:00.000Z',
-    updated_at: '2026-01-01T00:00:00.000Z',
-    started_at: null,
-    completed_at: null,
-    ...patch,
-  }
+  return jobDocument(id, version, patch)
 }
 
 /** A hub stand-in for one job: its state, and a handle whose close() is counted. */

@@ -5,25 +5,13 @@ import fc from 'fast-check'
 import fastJsonPatch from 'fast-json-patch'
 import { applyDocumentPatch, diffDocuments } from '../../src/events/patch.js'
 import { JOB_STATUSES, type JobDocument } from '../../src/protocol/job.js'
+import { jobDocument } from '../helpers/job-document.js'
 
-const base: JobDocument = {
-  id: '00000000-0000-4000-8000-000000000001',
+const base: JobDocument = jobDocument('00000000-0000-4000-8000-000000000001', 1, {
   type: 'render',
-  status: 'queued',
-  progress: 0,
-  step: null,
-  eta_seconds: null,
-  result: null,
-  error: null,
-  attempts: 0,
-  max_attempts: 3,
-  cancel_requested: false,
-  version: 1,
   created_at: '2025-01-01T00:00:00.000Z',
   updated_at: '2025-01-01T00:00:00.000Z',
-  started_at: null,
-  completed_at: null,
-}
+})
 
 /** What reaches a client: the document as JSON (so -0 is 0, and so on). */
 const wire = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T

@@ -10,6 +10,7 @@ import type { JobDocument } from '../../src/protocol/job.js'
 import { SseMuxStream, type SseMuxOptions } from '../../src/transports/sse-mux.js'
 import { parseFeedResumeId, parseJobsResumeId } from '../../src/protocol/resume-id.js'
 import { StreamRegistry } from '../../src/transports/stream-registry.js'
+import { jobDocument } from '../helpers/job-document.js'
 
 /** Just enough of a ServerResponse: records what was written, refuses writes after end. */
 class FakeResponse extends EventEmitter {
@@ -76,24 +77,7 @@ function options(mode: 'jobs' | 'feed'): SseMuxOptions {
 }
 
 function doc(id: string, version: number, status: JobDocument['status'] = 'running'): JobDocument {
-  return {
-    id,
-    type: 'test',
-    status,
-    progress: 0,
-    step: null,
-    eta_seconds: null,
-    result: null,
-    error: null,
-    attempts: 0,
-    max_attempts: 3,
-    cancel_requested: false,
-    version,
-    created_at: '2026-01-01T00:00:00.000Z',
-    updated_at: '2026-01-01T00:00:00.000Z',
-    started_at: null,
-    completed_at: null,
-  }
+  return jobDocument(id, version, { status })
 }
 
 const uuid = fc.uuid().map((u) => u.toLowerCase())
