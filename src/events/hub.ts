@@ -6,7 +6,10 @@
 //   * each new document is built once and each patch computed once per base version;
 //   * versions only move forward: an old or repeated notification never emits an event;
 //   * nothing is lost: after a listener reconnect and on a slow safety sweep, watched jobs
-//     are re-read, and a failed read is retried.
+//     are re-read, and a failed read is retried;
+//   * nothing reaches a caller before its authorisation: a watch opened before the
+//     authorising read is a reservation without a watcher (reserve()); the transport joins
+//     with attach() only after the read allowed it.
 import type { JobDocument } from '../protocol/job.js'
 import { isTerminalStatus } from '../protocol/job.js'
 import type { Logger } from '../telemetry/logger.js'
@@ -43,6 +46,20 @@ export interface HubOptions {
 export interface WatchHandle {
   readonly state: JobState
   close(): void
+}
+
+/**
+ * A watch opened before its authorising read. It keeps the job's state live — notifications
+ * for the job are read and applied, so a change committed during the read is not lost — but
+ * it has no watcher: nothing can reach the caller until the authorisation succeeded and the
+ * transport attach()es itself, in the same synchronous step in which it reads `state.current`.
+ */
+export interface PendingWatch {
+  readonly state: JobState
+  /** Joins the watcher; from now on it gets every newer version. Callable once. */
+  attach(watcher: Watcher): WatchHandle
+  /** The authorisation failed, or the caller left before attaching: forget the reservation. */
+  cancel(): void
 }
 
 export class HubStats {
@@ -100,29 +117,39 @@ export class Hub {
   }
 
   /**
-   * Registers a watcher. Call it before the authorising read, then seed() the document that
-   * read returned: a change committed in between is then delivered, not lost.
+   * Reserves a job before the authorising read. src/http/subscribe.ts reads, seed()s and
+   * hands the reservation to the transport, which attach()es itself: only an attached watcher
+   * ever receives changes.
    */
-  watch(jobId: string, watcher: Watcher): WatchHandle {
-    let state = this.jobs.get(jobId)
-    if (!state) {
-      state = this.retained.get(jobId) ?? new JobState(jobId, this.options.historySize)
-      this.retained.delete(jobId)
-      this.jobs.set(jobId, state)
+  reserve(jobId: string): PendingWatch {
+    const state = this.live(jobId)
+    state.reservations++
+    let isSettled = false
+    const settle = () => {
+      if (isSettled) throw new Error(`the watch on job ${jobId} was already attached or cancelled`)
+      isSettled = true
+      state.reservations--
     }
-    state.watchers.add(watcher)
-    const owned = state
-    let isClosed = false
     return {
-      state: owned,
-      close: () => {
-        if (isClosed) return
-        isClosed = true
-        owned.watchers.delete(watcher)
-        if (owned.watchers.size === 0 && this.jobs.get(jobId) === owned) {
-          this.jobs.delete(jobId)
-          this.retain(owned)
+      state,
+      attach: (watcher) => {
+        settle()
+        state.watchers.add(watcher)
+        let isClosed = false
+        return {
+          state,
+          close: () => {
+            if (isClosed) return
+            isClosed = true
+            state.watchers.delete(watcher)
+            this.release(state)
+          },
         }
+      },
+      cancel: () => {
+        if (isSettled) return
+        settle()
+        this.release(state)
       },
     }
   }
@@ -231,6 +258,25 @@ export class Hub {
     clearInterval(this.sweepTimer)
     clearTimeout(this.retryTimer)
     this.queue.clear()
+  }
+
+  /** The job's state among the watched ones, taken from the retained LRU or made. */
+  private live(jobId: string): JobState {
+    let state = this.jobs.get(jobId)
+    if (!state) {
+      state = this.retained.get(jobId) ?? new JobState(jobId, this.options.historySize)
+      this.retained.delete(jobId)
+      this.jobs.set(jobId, state)
+    }
+    return state
+  }
+
+  /** A watcher or a reservation left: with neither left the state moves to the retained LRU. */
+  private release(state: JobState): void {
+    if (state.watchers.size > 0 || state.reservations > 0) return
+    if (this.jobs.get(state.id) !== state) return
+    this.jobs.delete(state.id)
+    this.retain(state)
   }
 
   private feedWants(tenantId: string, ownerId: string | null): boolean {

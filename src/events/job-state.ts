@@ -21,6 +21,8 @@ export class JobState {
   /** Writer-side timestamp of the newest notification (epoch ms), for latency metrics. */
   notifiedTs: number | undefined
   readonly watchers = new Set<Watcher>()
+  /** Watches opened whose authorising read is still in flight (Hub.reserve()). */
+  reservations = 0
   private readonly history = new Map<number, JobDocument>()
   private patches = new Map<number, Operation[]>()
 

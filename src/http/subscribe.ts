@@ -1,12 +1,13 @@
-// Opening a watch on one job for a request, race-free: register the watch in the hub, then
-// read the job under the caller's RLS (the read is the authorisation), then seed the hub
-// with it. A change committed between the two arrives as a change instead of being lost;
-// the transport starts from the newest of the two documents, so it is never sent twice.
+// Opening a watch on one job for a request, race-free: reserve the job in the hub, then read
+// it under the caller's RLS (the read is the authorisation), then seed the hub with it. A
+// change committed between the two is applied to the job's state instead of being lost, but
+// reaches nobody: the transport attaches only after the read allowed it, and starts from the
+// newest of the two documents, so it is never sent twice.
 import type { Db } from '../db/pool.js'
 import { readVisibleJob, type Principal } from '../db/tenant-transaction.js'
 import { JobNotFoundError, TooManyRequestsError } from '../errors.js'
 import { toJobDocument } from '../events/document.js'
-import type { Hub, Watcher, WatchHandle } from '../events/hub.js'
+import type { Hub, PendingWatch } from '../events/hub.js'
 import type { StreamRegistry } from '../transports/stream-registry.js'
 import { assertCanRead } from './auth.js'
 
@@ -74,14 +75,21 @@ export function reserveStream(
   }
 }
 
+/**
+ * Opens a watch on one job for a caller, race-free: reserve the job in the hub, read it under
+ * the caller's RLS (the read is the authorisation), seed the hub with the row. Resolves to a
+ * watch the transport attaches to once it is ready to send (its first document is then
+ * `state.current`, the newest of the read and of anything that arrived meanwhile); rejects
+ * with JobNotFoundError (or ForbiddenError for a watch token's other job) after cancelling the
+ * reservation. Until attach() nothing about the job can reach the caller.
+ */
 export async function subscribeJob(
   deps: StreamDeps,
   principal: Principal,
   jobId: string,
-  watcher: Watcher,
-): Promise<WatchHandle> {
+): Promise<PendingWatch> {
   assertCanRead(principal, jobId)
-  const handle = deps.hub.watch(jobId, watcher)
+  const watch = deps.hub.reserve(jobId)
   try {
     const row = await readVisibleJob(deps.db, principal, jobId)
     if (!row) throw new JobNotFoundError(jobId)
@@ -90,9 +98,9 @@ export async function subscribeJob(
       tenantId: row.tenant_id,
       ownerId: row.owner_id,
     })
-    return handle
+    return watch
   } catch (error) {
-    handle.close()
+    watch.cancel()
     throw error
   }
 }

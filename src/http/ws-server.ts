@@ -226,19 +226,19 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
           })
           return
         }
-        const watcher = mux.prepare(id)
+        const sub = mux.prepare(id)
         try {
-          const handle = await subscribeJob(deps, principal, id, watcher)
+          const watch = await subscribeJob(deps, principal, id)
           const resumeFrom = since[id] ?? since[raw]
           mux.start(
-            watcher,
-            handle,
-            resumeFrom !== undefined && resumeFrom >= 1 && resumeFrom <= handle.state.version
+            sub,
+            watch,
+            resumeFrom !== undefined && resumeFrom >= 1 && resumeFrom <= watch.state.version
               ? resumeFrom
               : undefined,
           )
         } catch (error) {
-          mux.abandon(watcher)
+          mux.abandon(sub)
           const known = translateDbError(error)
           if (!(known instanceof AppError) || known.status >= 500)
             deps.logger.warn({ err: error }, 'websocket subscribe failed')

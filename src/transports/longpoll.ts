@@ -2,7 +2,7 @@
 // newer than `since`, or a terminal status — or with the current document on time-out.
 // Parking costs no query: the waiter is woken by the same hub changes as the streams.
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
-import type { JobChange, Watcher, WatchHandle } from '../events/hub.js'
+import type { JobChange, PendingWatch, Watcher, WatchHandle } from '../events/hub.js'
 import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
 
 export type WaitOutcome =
@@ -34,14 +34,25 @@ export class LongPollWaiter implements Watcher, RegisteredStream {
     private readonly respond: (outcome: WaitOutcome) => void,
   ) {}
 
-  /** Answers at once when satisfied (or timeout 0); otherwise parks for `timeoutMs`. */
-  start(handle: WatchHandle, registry: StreamRegistry, timeoutMs: number): void {
-    this.handle = handle
-    const doc = handle.state.current!
-    if (isWaitSatisfied(doc, this.since)) return this.finish({ kind: 'ready', doc })
-    // A finished job will never have a newer version: waiting would only burn the timeout.
-    if (isTerminalStatus(doc.status)) return this.finish({ kind: 'final', doc })
-    if (timeoutMs <= 0) return this.finish({ kind: 'timed-out', doc })
+  /**
+   * Answers at once when satisfied (or timeout 0); otherwise attaches to the authorised watch
+   * and parks for `timeoutMs`.
+   */
+  start(watch: PendingWatch, registry: StreamRegistry, timeoutMs: number): void {
+    const doc = watch.state.current!
+    const immediate: WaitOutcome | undefined = isWaitSatisfied(doc, this.since)
+      ? { kind: 'ready', doc }
+      : // A finished job will never have a newer version: waiting would only burn the timeout.
+        isTerminalStatus(doc.status)
+        ? { kind: 'final', doc }
+        : timeoutMs <= 0
+          ? { kind: 'timed-out', doc }
+          : undefined
+    if (immediate) {
+      watch.cancel()
+      return this.finish(immediate)
+    }
+    this.handle = watch.attach(this)
     this.unregister = registry.add(this)
     this.timer = setTimeout(
       () => this.finish({ kind: 'timed-out', doc: this.handle!.state.current! }),

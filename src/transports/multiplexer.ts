@@ -7,7 +7,7 @@
 // is congested nothing is queued: each dirty job (subscribed, or seen on the feed) gets one
 // merged message when it drains.
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
-import type { FeedWatcher, JobChange, JobState, Watcher, WatchHandle } from '../events/hub.js'
+import type { FeedWatcher, JobChange, JobState, PendingWatch, Watcher, WatchHandle } from '../events/hub.js'
 import { diffDocuments, type Operation } from '../events/patch.js'
 import type { JobStreamMessage } from '../protocol/stream-messages.js'
 
@@ -36,7 +36,7 @@ export interface MuxSink {
   onIdle?(): void
 }
 
-class JobSubscription implements Watcher {
+export class JobSubscription implements Watcher {
   handle: WatchHandle | undefined
   delivered: JobDocument | undefined
   isDirty = false
@@ -104,23 +104,25 @@ export class Multiplexer implements FeedWatcher {
     return out
   }
 
-  /** A watcher to register with hub.watch() before the authorising read. */
-  prepare(jobId: string): Watcher {
-    const sub = this.jobs.get(jobId) ?? new JobSubscription(jobId, this)
+  /**
+   * Marks a job as being subscribed while its authorising read runs (the feed leaves it to
+   * its own subscription, unsubscribe() cancels it); start() or abandon() settles it.
+   */
+  prepare(jobId: string): JobSubscription {
+    const sub = new JobSubscription(jobId, this)
     this.pending.set(jobId, sub)
     return sub
   }
 
   /**
-   * Starts a job after its authorising read: snapshot, one resume patch, or nothing. A job
-   * unsubscribed meanwhile, or a closed connection, only closes the handle.
+   * Starts a job after its authorising read: attaches to the authorised watch and sends a
+   * snapshot, one resume patch, or nothing. A job unsubscribed meanwhile, one already
+   * subscribed, or a closed connection only cancels the watch.
    */
-  start(watcher: Watcher, handle: WatchHandle, resumeFrom: number | undefined): void {
-    const sub = watcher as JobSubscription
+  start(sub: JobSubscription, watch: PendingWatch, resumeFrom: number | undefined): void {
     this.forgetPending(sub)
-    if (this.isClosed || sub.isCancelled) return handle.close()
-    const existing = this.jobs.get(sub.jobId)
-    if (existing && existing !== sub) return handle.close() // already subscribed
+    if (this.isClosed || sub.isCancelled || this.jobs.has(sub.jobId)) return watch.cancel()
+    const handle = watch.attach(sub)
     sub.handle = handle
     this.jobs.set(sub.jobId, sub)
     const state = handle.state
@@ -150,8 +152,8 @@ export class Multiplexer implements FeedWatcher {
   }
 
   /** Forgets a prepared job whose authorising read failed. */
-  abandon(watcher: Watcher): void {
-    this.forgetPending(watcher as JobSubscription)
+  abandon(sub: JobSubscription): void {
+    this.forgetPending(sub)
   }
 
   /** Drops a job; one still being started is cancelled, and its start() sends nothing. */

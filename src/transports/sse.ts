@@ -10,7 +10,7 @@
 //   * disconnect frees the watch, the registry entry and every timer at once.
 import type { ServerResponse } from 'node:http'
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
-import type { JobChange, JobState, Watcher, WatchHandle } from '../events/hub.js'
+import type { JobChange, JobState, PendingWatch, Watcher, WatchHandle } from '../events/hub.js'
 import { typedEvents } from '../events/typed-events.js'
 import { diffDocuments } from '../events/patch.js'
 import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
@@ -62,10 +62,12 @@ export class SseJobStream implements Watcher, RegisteredStream {
   }
 
   /**
-   * Opens the stream on a watch whose state holds the authorised document. `resumeFrom` is
-   * the client's Last-Event-ID version, when it sent a usable one.
+   * Opens the stream on an authorised watch (its state holds the authorised document) and
+   * attaches to it. `resumeFrom` is the client's Last-Event-ID version, when it sent a usable
+   * one.
    */
-  open(handle: WatchHandle, registry: StreamRegistry, resumeFrom: number | undefined): void {
+  open(watch: PendingWatch, registry: StreamRegistry, resumeFrom: number | undefined): void {
+    const handle = watch.attach(this)
     this.handle = handle
     const res = this.res
     res.socket?.setTimeout(0)

@@ -111,13 +111,16 @@ function newHub(options: { historySize?: number; batchMaxIds?: number } = {}): H
   })
 }
 
-/** Watches a job the way subscribeJob does: watch, then seed what the RLS read returned. */
+/**
+ * Watches a job the way subscribeJob and a transport do: reserve, seed what the RLS read
+ * returned, then attach.
+ */
 function watch(id: string, watcher: Watcher = new RecordingWatcher()) {
-  const handle = hub.watch(id, watcher)
+  const pending = hub.reserve(id)
   const row = db.rows.get(id)
   if (row) hub.seed(id, { doc: row, tenantId: TENANT, ownerId: 'alice' })
   if (watcher instanceof RecordingWatcher) watcher.isOpen = true
-  return handle
+  return pending.attach(watcher)
 }
 
 beforeEach(() => {
@@ -218,20 +221,62 @@ describe('Hub', () => {
     expect(w.versions).toEqual([3, 5])
   })
 
-  it('registers the watch before the authorising read, so a change during it is not lost', async () => {
+  it('reserves the job before the authorising read, so a change during it is not lost', async () => {
     const id = jobId(1)
-    const w = new RecordingWatcher()
-    w.isOpen = true
-    const handle = hub.watch(id, w)
+    const pending = hub.reserve(id)
     // The RLS read has not returned yet; a change commits and is announced meanwhile.
     db.set(doc(id, 2))
     hub.handleNotification(notification(id, 2))
     await settle()
-    expect(w.versions).toEqual([2])
+    expect(pending.state.current?.version).toBe(2)
     // The authorising read returns the older row; the stream starts from the newer one.
     expect(hub.seed(id, { doc: doc(id, 1), tenantId: TENANT, ownerId: 'alice' }).version).toBe(2)
-    expect(handle.state.current?.version).toBe(2)
+    expect(pending.state.current?.version).toBe(2)
   })
+
+  it('gives a change during the authorising read to nobody: only an attached watcher hears', async () => {
+    const id = jobId(1)
+    const pending = hub.reserve(id)
+    const w = new RecordingWatcher()
+    w.isOpen = true
+    db.set(doc(id, 2))
+    hub.handleNotification(notification(id, 2))
+    await settle()
+    // Whatever the caller's transport is, it is not in the hub yet: the change reached no one.
+    expect(hub.watcherCount).toBe(0)
+    expect(w.versions).toEqual([])
+    // The authorisation fails: the reservation goes, and nothing was ever handed out.
+    pending.cancel()
+    expect(hub.watchedJobs).toBe(0)
+    db.set(doc(id, 3))
+    hub.handleNotification(notification(id, 3))
+    await settle()
+    expect(w.versions).toEqual([])
+    expect(() => pending.attach(w)).toThrow(/already attached or cancelled/)
+  })
+
+  it('keeps a reserved job watched while another caller leaves it', async () => {
+    const id = jobId(1)
+    db.set(doc(id, 1))
+    const first = watch(id)
+    const pending = hub.reserve(id)
+    first.close()
+    expect(hub.watchedJobs).toBe(1)
+    db.set(doc(id, 2))
+    hub.handleNotification(notification(id, 2))
+    await settle()
+    const w = new RecordingWatcher()
+    w.isOpen = true
+    const handle = pending.attach(w)
+    expect(handle.state.current?.version).toBe(2)
+    db.set(doc(id, 3))
+    hub.handleNotification(notification(id, 3))
+    await settle()
+    expect(w.versions).toEqual([3])
+    handle.close()
+    expect(hub.watchedJobs).toBe(0)
+  })
+
 
   it('computes one patch per base version and shares it with every watcher on that base', async () => {
     const id = jobId(1)

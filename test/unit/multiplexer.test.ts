@@ -2,7 +2,7 @@
 // test their base version, an end, then nothing; the tenant feed beside the subscriptions;
 // congestion merges instead of queueing; bytes are encoded once per change and base.
 import { JobChange, JobState } from '../../src/events/job-state.js'
-import type { FeedWatcher, Watcher, WatchHandle } from '../../src/events/hub.js'
+import type { FeedWatcher, PendingWatch, Watcher, WatchHandle } from '../../src/events/hub.js'
 import { applyDocumentPatch } from '../../src/events/patch.js'
 import type { JobDocument } from '../../src/protocol/job.js'
 import {
@@ -60,6 +60,7 @@ function doc(version: number, patch: Partial<JobDocument> = {}, id = JOB): JobDo
 class FakeJob {
   readonly state: JobState
   closes = 0
+  cancels = 0
   constructor(
     first: JobDocument,
     readonly id = first.id,
@@ -68,14 +69,21 @@ class FakeJob {
     this.state.advance(first)
   }
 
-  handle(watcher: Watcher): WatchHandle {
-    this.state.watchers.add(watcher)
+  /** An authorised watch on this job, as subscribeJob resolves it. */
+  watch(): PendingWatch {
     return {
       state: this.state,
-      close: () => {
-        this.closes++
-        this.state.watchers.delete(watcher)
+      attach: (watcher: Watcher): WatchHandle => {
+        this.state.watchers.add(watcher)
+        return {
+          state: this.state,
+          close: () => {
+            this.closes++
+            this.state.watchers.delete(watcher)
+          },
+        }
       },
+      cancel: () => this.cancels++,
     }
   }
 
@@ -90,11 +98,8 @@ class FakeJob {
   }
 }
 
-function subscribe(mux: Multiplexer, job: FakeJob, resumeFrom?: number): WatchHandle {
-  const watcher = mux.prepare(job.id)
-  const handle = job.handle(watcher)
-  mux.start(watcher, handle, resumeFrom)
-  return handle
+function subscribe(mux: Multiplexer, job: FakeJob, resumeFrom?: number): void {
+  mux.start(mux.prepare(job.id), job.watch(), resumeFrom)
 }
 
 /** Applies every snapshot and patch the sink received for `id`. */
@@ -193,9 +198,9 @@ describe('job subscriptions', () => {
     const mux = new Multiplexer(sink, undefined)
     const wa = mux.prepare(a.id)
     const wb = mux.prepare(b.id)
-    mux.start(wa, a.handle(wa), undefined)
+    mux.start(wa, a.watch(), undefined)
     expect(sink.idles).toBe(0)
-    mux.start(wb, b.handle(wb), undefined)
+    mux.start(wb, b.watch(), undefined)
     expect(sink.types()).toEqual(['snapshot', 'end', 'snapshot', 'end'])
     expect(sink.idles).toBe(1)
   })
@@ -210,7 +215,7 @@ describe('job subscriptions', () => {
     mux.abandon(watcher)
     expect(mux.has(JOB)).toBe(false)
     expect(mux.reserved).toBe(0)
-    mux.start(watcher, job.handle(watcher), undefined)
+    mux.start(watcher, job.watch(), undefined)
     expect(mux.size).toBe(1)
     expect(mux.reserved).toBe(1)
   })
@@ -222,10 +227,9 @@ describe('job subscriptions', () => {
     const first = mux.prepare(JOB)
     const second = mux.prepare(JOB)
     expect(second).not.toBe(first)
-    let secondClosed = 0
-    mux.start(first, job.handle(first), undefined)
-    mux.start(second, { state: job.state, close: () => secondClosed++ }, undefined)
-    expect(secondClosed).toBe(1)
+    mux.start(first, job.watch(), undefined)
+    mux.start(second, job.watch(), undefined)
+    expect(job.cancels).toBe(1)
     expect(sink.types()).toEqual(['snapshot'])
     expect(mux.size).toBe(1)
   })
@@ -235,7 +239,7 @@ describe('job subscriptions', () => {
     const mux = new Multiplexer(sink, undefined)
     const job = new FakeJob(doc(1))
     const watcher = mux.prepare(JOB)
-    mux.start(watcher, job.handle(watcher), undefined)
+    mux.start(watcher, job.watch(), undefined)
     mux.unsubscribe(JOB)
     expect(job.closes).toBe(1)
     expect(sink.idles).toBe(1)
@@ -249,26 +253,27 @@ describe('job subscriptions', () => {
     const mux = new Multiplexer(sink, undefined)
     const job = new FakeJob(doc(1))
     const watcher = mux.prepare(JOB)
-    const handle = job.handle(watcher)
+    const watch = job.watch()
     mux.unsubscribe(JOB)
     expect(mux.has(JOB)).toBe(false)
     expect(mux.reserved).toBe(0)
-    mux.start(watcher, handle, undefined)
-    expect(job.closes).toBe(1)
+    mux.start(watcher, watch, undefined)
+    expect(job.cancels).toBe(1)
+    expect(job.state.watchers.size).toBe(0)
     expect(mux.size).toBe(0)
     job.change(doc(2, { progress: 10 }))
     expect(sink.messages).toEqual([])
 
     // Subscribing again while the cancelled read is still out starts the new one only.
     const first = mux.prepare(JOB)
-    const firstHandle = job.handle(first)
+    const firstWatch = job.watch()
     mux.unsubscribe(JOB)
     const second = mux.prepare(JOB)
-    mux.start(second, job.handle(second), undefined)
-    mux.start(first, firstHandle, undefined)
+    mux.start(second, job.watch(), undefined)
+    mux.start(first, firstWatch, undefined)
     expect(sink.types()).toEqual(['snapshot'])
     expect(mux.size).toBe(1)
-    expect(job.closes).toBe(2)
+    expect(job.cancels).toBe(2)
   })
 
   it('merges changes made while the sink is congested into one patch on drain', () => {
@@ -326,7 +331,7 @@ describe('job subscriptions', () => {
     expect(job.closes).toBe(1)
   })
 
-  it('after close() sends nothing and closes every handle, also of jobs started later', () => {
+  it('after close() sends nothing, closes every handle and cancels the watches of jobs started later', () => {
     const sink = new FakeSink()
     const mux = new Multiplexer(sink, undefined)
     const a = new FakeJob(doc(1))
@@ -338,8 +343,9 @@ describe('job subscriptions', () => {
     mux.close()
     expect(a.closes).toBe(1)
     expect(unwatched).toBe(1)
-    mux.start(late, b.handle(late), undefined)
-    expect(b.closes).toBe(1)
+    mux.start(late, b.watch(), undefined)
+    expect(b.cancels).toBe(1)
+    expect(b.state.watchers.size).toBe(0)
     a.change(doc(2))
     expect(sink.types()).toEqual(['snapshot'])
     expect(sink.idles).toBe(0)
@@ -445,7 +451,7 @@ describe('the tenant feed', () => {
     const watcher = mux.prepare(JOB)
     feed.onChange(new JobChange(job.state, doc(1), undefined))
     expect(sink.messages).toEqual([])
-    mux.start(watcher, job.handle(watcher), undefined)
+    mux.start(watcher, job.watch(), undefined)
     expect(sink.types()).toEqual(['snapshot'])
   })
 

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events'
 import type { ServerResponse } from 'node:http'
 import fc from 'fast-check'
 import { JobChange, JobState } from '../../src/events/job-state.js'
-import type { FeedWatcher } from '../../src/events/hub.js'
+import type { FeedWatcher, PendingWatch } from '../../src/events/hub.js'
 import type { JobDocument } from '../../src/protocol/job.js'
 import { SseMuxStream, type SseMuxOptions } from '../../src/transports/sse-mux.js'
 import { parseFeedResumeId, parseJobsResumeId } from '../../src/protocol/resume-id.js'
@@ -76,6 +76,18 @@ function options(mode: 'jobs' | 'feed'): SseMuxOptions {
   }
 }
 
+/** An authorised watch on `state`, as subscribeJob resolves it. */
+function authorisedWatch(state: JobState): PendingWatch {
+  return {
+    state,
+    attach: (watcher) => {
+      state.watchers.add(watcher)
+      return { state, close: () => state.watchers.delete(watcher) }
+    },
+    cancel: () => undefined,
+  }
+}
+
 function doc(id: string, version: number, status: JobDocument['status'] = 'running'): JobDocument {
   return jobDocument(id, version, { status })
 }
@@ -114,8 +126,7 @@ describe('parseJobsResumeId', () => {
     })
     for (const state of states) {
       const watcher = stream.mux.prepare(state.id)
-      state.watchers.add(watcher)
-      stream.mux.start(watcher, { state, close: () => state.watchers.delete(watcher) }, undefined)
+      stream.mux.start(watcher, authorisedWatch(state), undefined)
     }
     expect(parseJobsResumeId(res.ids.at(-1))).toEqual(
       new Map([
@@ -250,8 +261,7 @@ describe('SseMuxStream flow control', () => {
     const state = new JobState(id, 8)
     state.advance(doc(id, 1))
     const watcher = stream.mux.prepare(id)
-    state.watchers.add(watcher)
-    stream.mux.start(watcher, { state, close: () => undefined }, undefined)
+    stream.mux.start(watcher, authorisedWatch(state), undefined)
     const change = (v: number) => {
       const next = { ...doc(id, v), step: 'x'.repeat(200) + v }
       const previous = state.current

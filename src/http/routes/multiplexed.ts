@@ -142,11 +142,11 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
           failures.push({ job: raw, status: 400, detail: 'Not a job id (expected a UUID).' })
           return undefined
         }
-        const watcher = mux.prepare(raw)
+        const sub = mux.prepare(raw)
         try {
-          return { watcher, handle: await subscribeJob(deps, principal, raw, watcher) }
+          return { sub, watch: await subscribeJob(deps, principal, raw) }
         } catch (error) {
-          mux.abandon(watcher)
+          mux.abandon(sub)
           if (!(error instanceof AppError)) throw error
           failures.push({ job: raw, status: error.status, detail: error.message })
           return undefined
@@ -156,7 +156,7 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     const ok = settled.flatMap((s) => (s.status === 'fulfilled' && s.value ? [s.value] : []))
     const failed = settled.find((s) => s.status === 'rejected')
     if (failed) {
-      for (const o of ok) o.handle.close()
+      for (const o of ok) o.watch.cancel()
       mux.close()
       throw failed.reason
     }
@@ -172,12 +172,12 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     }
     // Every visible job has ended and the client has seen each final version: 204 tells
     // EventSource to stop reconnecting, as on a single job's stream (SPEC §7).
-    const isAllSeen = ok.every(({ handle }) => {
-      const doc = handle.state.current!
+    const isAllSeen = ok.every(({ watch }) => {
+      const doc = watch.state.current!
       return isTerminalStatus(doc.status) && (positions.get(doc.id) ?? 0) >= doc.version
     })
     if (res.destroyed || isAllSeen) {
-      for (const o of ok) o.handle.close()
+      for (const o of ok) o.watch.cancel()
       mux.close()
       if (!res.destroyed) res.status(204).end()
       return
@@ -193,12 +193,12 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
         }),
       )
     }
-    for (const { watcher, handle } of ok) {
-      const resumeFrom = positions.get(handle.state.id)
+    for (const { sub, watch } of ok) {
+      const resumeFrom = positions.get(watch.state.id)
       mux.start(
-        watcher,
-        handle,
-        resumeFrom !== undefined && resumeFrom <= handle.state.version ? resumeFrom : undefined,
+        sub,
+        watch,
+        resumeFrom !== undefined && resumeFrom <= watch.state.version ? resumeFrom : undefined,
       )
     }
   }

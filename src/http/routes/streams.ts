@@ -100,17 +100,17 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
         onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
         onEvent: deps.onEventDelivered && (() => deps.onEventDelivered!('sse')),
       })
-      const handle = await subscribeJob(deps, principal, id, stream)
-      if (res.destroyed || res.writableEnded) return handle.close()
-      const doc = handle.state.current!
+      const watch = await subscribeJob(deps, principal, id)
+      if (res.destroyed || res.writableEnded) return watch.cancel()
+      const doc = watch.state.current!
       // The client already has the final version: 204 tells EventSource to stop reconnecting.
       if (isTerminalStatus(doc.status) && resumeFrom !== undefined && resumeFrom >= doc.version) {
-        handle.close()
+        watch.cancel()
         res.status(204).end()
         return
       }
       stream.open(
-        handle,
+        watch,
         deps.registry,
         resumeFrom !== undefined && resumeFrom <= doc.version ? resumeFrom : undefined,
       )
@@ -152,11 +152,11 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
         query.since,
         respond,
       )
-      const handle = await subscribeJob(deps, principal, id, waiter)
-      if (res.destroyed || res.writableEnded) return handle.close()
+      const watch = await subscribeJob(deps, principal, id)
+      if (res.destroyed || res.writableEnded) return watch.cancel()
       res.on('close', () => waiter.abort())
       req.socket.setTimeout(0)
-      waiter.start(handle, deps.registry, timeoutMs)
+      waiter.start(watch, deps.registry, timeoutMs)
     } finally {
       release()
     }
