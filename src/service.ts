@@ -23,6 +23,7 @@ import { streamRoutes } from './http/routes/streams.js'
 import { multiplexedRoutes } from './http/routes/multiplexed.js'
 import { attachWebSockets } from './http/ws-server.js'
 import { createRateLimits } from './http/rate-limit.js'
+import { MemoryStreamSlots } from './http/stream-slots.js'
 import { StreamRegistry } from './transports/stream-registry.js'
 import { RedisBridge } from './bridge/redis-bridge.js'
 import { startDemoWorker } from './dev/demo-worker.js'
@@ -251,15 +252,11 @@ export async function startService(
       db,
       hub,
       registry,
-      limits: {
-        maxStreamsPerUser: config.MAX_STREAMS_PER_USER,
-        maxStreamsPerTenant: config.MAX_STREAMS_PER_TENANT,
-      },
+      slots: new MemoryStreamSlots(config, metrics.capRejected),
     }
     const streamHooks = {
       onStreamBytes: metrics.streamBytes,
       onEventDelivered: metrics.eventDelivered,
-      onCapRejected: metrics.capRejected,
     }
     // The multiplexed writers (SSE /v1/events, WebSocket) report one write per message;
     // heartbeats and pings go around it, so each write is one delivered event.
@@ -280,7 +277,6 @@ export async function startService(
           ...streamDeps,
           config,
           onStreamBytes: countMessage,
-          onCapRejected: metrics.capRejected,
         }),
         jobRoutes({ db, auth }),
         ...(config.livePage ? [livePageRouter({ path: config.LIVE_PAGE_PATH, devToken })] : []),
@@ -299,7 +295,6 @@ export async function startService(
       config,
       rateLimits,
       onWsBytes: (bytes) => countMessage('ws', bytes),
-      onCapRejected: metrics.capRejected,
     })
     server.keepAliveTimeout = 65_000
     server.headersTimeout = 66_000

@@ -124,8 +124,10 @@ export const envSchema = z.object({
   RATE_LIMIT_PER_USER: int(0, 10_000_000).default(600),
   RATE_LIMIT_PER_TENANT: int(0, 10_000_000).default(6000),
   RATE_LIMIT_PER_IP: int(0, 10_000_000).default(300),
+  RATE_LIMIT_PER_WATCH_JOB: int(0, 10_000_000).default(600),
   MAX_STREAMS_PER_USER: int(0, 1_000_000).default(100),
   MAX_STREAMS_PER_TENANT: int(0, 10_000_000).default(10_000),
+  MAX_STREAMS_PER_WATCH_JOB: int(0, 1_000_000).default(100),
 
   REDIS_URL: redisUrl.optional(),
   BRIDGE_OUTBOUND: bool.default(false),

@@ -1,7 +1,9 @@
-// Request rate limits (express-rate-limit): per user and per tenant for authenticated
-// requests, per client IP for requests whose token failed (so guessing tokens is throttled
-// too). Over the limit: 429 problem+json with Retry-After and RateLimit-* headers. The
-// counters live in this process: N instances allow N× the limit in total (docs/decisions.md).
+// Request rate limits (express-rate-limit): per user and per tenant for requests with a user
+// token, per job for requests with a watch token (a share link counts against nothing else,
+// so it cannot lock its owner or tenant out), per client IP for requests whose token failed
+// (so guessing tokens is throttled too). Over the limit: 429 problem+json with Retry-After
+// and RateLimit-* headers. The counters live in this process: N instances allow N× the limit
+// in total (docs/decisions.md).
 import type { Request, RequestHandler } from 'express'
 import { ipKeyGenerator, MemoryStore, rateLimit, type RateLimitInfo } from 'express-rate-limit'
 import type { Config } from '../config/index.js'
@@ -10,12 +12,16 @@ import type { Authenticator } from './auth.js'
 import type { Principal } from '../db/tenant-transaction.js'
 import { authenticateRequest, hasPrincipal, principalOf } from './authenticate.js'
 
-export type RateLimitKind = 'user' | 'tenant' | 'ip'
+export type RateLimitKind = 'user' | 'tenant' | 'watch' | 'ip'
 
 export interface RateLimitOptions {
   config: Pick<
     Config,
-    'RATE_LIMIT_WINDOW_MS' | 'RATE_LIMIT_PER_USER' | 'RATE_LIMIT_PER_TENANT' | 'RATE_LIMIT_PER_IP'
+    | 'RATE_LIMIT_WINDOW_MS'
+    | 'RATE_LIMIT_PER_USER'
+    | 'RATE_LIMIT_PER_TENANT'
+    | 'RATE_LIMIT_PER_IP'
+    | 'RATE_LIMIT_PER_WATCH_JOB'
   >
   onRejected?(kind: RateLimitKind): void
 }
@@ -47,8 +53,7 @@ function limiter(
       onRejected?.(kind)
       const reset = infoOf(req, kind)?.resetTime
       const seconds = reset ? (reset.getTime() - Date.now()) / 1000 : windowMs / 1000
-      const who =
-        kind === 'ip' ? 'from your address' : kind === 'user' ? 'for your user' : 'for your tenant'
+      const who = WHO[kind]
       next(
         new TooManyRequestsError(
           `Too many requests ${who} (limit ${limit} per ${windowMs / 1000} s); retry later.`,
@@ -57,6 +62,13 @@ function limiter(
       )
     },
   })
+}
+
+const WHO: Record<RateLimitKind, string> = {
+  ip: 'from your address',
+  user: 'for your user',
+  tenant: 'for your tenant',
+  watch: 'for this job through watch tokens',
 }
 
 export interface RateLimits {
@@ -82,14 +94,22 @@ export interface RateLimits {
 export function createRateLimits(auth: Authenticator, options: RateLimitOptions): RateLimits {
   const { config, onRejected } = options
   const windowMs = config.RATE_LIMIT_WINDOW_MS
-  const stores = { ip: new MemoryStore(), user: new MemoryStore(), tenant: new MemoryStore() }
+  const stores = {
+    ip: new MemoryStore(),
+    user: new MemoryStore(),
+    tenant: new MemoryStore(),
+    watch: new MemoryStore(),
+  }
   const limits = {
     ip: config.RATE_LIMIT_PER_IP,
     user: config.RATE_LIMIT_PER_USER,
     tenant: config.RATE_LIMIT_PER_TENANT,
+    watch: config.RATE_LIMIT_PER_WATCH_JOB,
   }
   const userKey = (p: Principal) => `u:${p.tenantId}:${p.userId}`
   const tenantKey = (p: Principal) => `t:${p.tenantId}`
+  const watchKey = (p: Principal) => `w:${p.jobId}`
+  const isWatch = (req: Request) => principalOf(req).jobId !== undefined
   const authFailures = new WeakMap<Request, UnauthorizedError>()
   const chain: RequestHandler[] = [
     async (req, _res, next) => {
@@ -123,7 +143,7 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
         config.RATE_LIMIT_PER_USER,
         windowMs,
         (req) => userKey(principalOf(req)),
-        () => false,
+        isWatch,
         onRejected,
         stores.user,
       ),
@@ -136,9 +156,22 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
         config.RATE_LIMIT_PER_TENANT,
         windowMs,
         (req) => tenantKey(principalOf(req)),
-        () => false,
+        isWatch,
         onRejected,
         stores.tenant,
+      ),
+    )
+  }
+  if (config.RATE_LIMIT_PER_WATCH_JOB > 0) {
+    chain.push(
+      limiter(
+        'watch',
+        config.RATE_LIMIT_PER_WATCH_JOB,
+        windowMs,
+        (req) => watchKey(principalOf(req)),
+        (req) => !isWatch(req),
+        onRejected,
+        stores.watch,
       ),
     )
   }
@@ -168,20 +201,21 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
     onRejected?.(kind)
     const seconds = resetTime ? (resetTime.getTime() - Date.now()) / 1000 : windowMs / 1000
     throw new TooManyRequestsError(
-      `Too many requests (limit ${limits[kind]} per ${windowMs / 1000} s); retry later.`,
+      `Too many requests ${WHO[kind]} (limit ${limits[kind]} per ${windowMs / 1000} s); retry later.`,
       seconds,
     )
+  }
+  const hitPrincipal = async (principal: Principal) => {
+    if (principal.jobId !== undefined) return hit('watch', watchKey(principal))
+    await hit('user', userKey(principal))
+    await hit('tenant', tenantKey(principal))
   }
   return {
     middleware: chain,
     async checkUpgrade(principal, remoteAddress) {
       if (!principal) return hit('ip', ipKeyGenerator(remoteAddress ?? 'unknown'))
-      await hit('user', userKey(principal))
-      await hit('tenant', tenantKey(principal))
+      await hitPrincipal(principal)
     },
-    async checkMessage(principal) {
-      await hit('user', userKey(principal))
-      await hit('tenant', tenantKey(principal))
-    },
+    checkMessage: hitPrincipal,
   }
 }

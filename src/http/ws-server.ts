@@ -17,7 +17,8 @@ import type { Authenticator } from './auth.js'
 import type { RateLimits } from './rate-limit.js'
 import { toProblem } from './problem.js'
 import { jobIdSchema } from './schemas.js'
-import { reserveStream, subscribeJob, userKeyOf, type StreamDeps } from './subscribe.js'
+import { subscribeJob, type StreamDeps } from './subscribe.js'
+import type { SlotLease } from './stream-slots.js'
 import type { Logger } from '../telemetry/logger.js'
 
 export interface WsServerDeps extends StreamDeps {
@@ -34,7 +35,6 @@ export interface WsServerDeps extends StreamDeps {
   /** The request rate limits, shared with the express routes. */
   rateLimits?: Pick<RateLimits, 'checkUpgrade' | 'checkMessage'>
   onWsBytes?(bytes: number): void
-  onCapRejected?(): void
 }
 
 
@@ -91,7 +91,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
       return rejectUpgrade(socket, new RouteNotFoundError(`No WebSocket endpoint at ${path}.`))
     let principal: Principal | undefined
     let singleJob: string | undefined
-    let release: () => void
+    let slots: SlotLease
     try {
       principal = await deps.auth
         .authenticate(req, 'header-or-query')
@@ -109,7 +109,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
           ])
         singleJob = parsed.data
       }
-      release = reserveStream(deps, principal, deps.onCapRejected)
+      slots = await deps.slots.acquire(principal)
     } catch (error) {
       return rejectUpgrade(
         socket,
@@ -120,18 +120,23 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
     // Without verifyClient, ws completes (or aborts) the handshake before handleUpgrade()
     // returns: the connection is in the registry by then, and the slot can go.
     try {
-      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, authorised, singleJob))
+      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, authorised, singleJob, slots))
     } finally {
-      release()
+      slots.release() // unless the connection holds them
     }
   }
 
-  function onConnection(ws: WebSocket, principal: Principal, singleJob: string | undefined): void {
+  function onConnection(
+    ws: WebSocket,
+    principal: Principal,
+    singleJob: string | undefined,
+    slots: SlotLease,
+  ): void {
     const connection = new WsConnection(
       ws,
       {
         tenantId: principal.tenantId,
-        userKey: userKeyOf(principal),
+        slots,
         ownerId: principal.role === 'admin' ? undefined : principal.userId,
         highWaterBytes: deps.config.STREAM_HIGH_WATER_BYTES,
         maxBufferedBytes: 8 * deps.config.STREAM_HIGH_WATER_BYTES,

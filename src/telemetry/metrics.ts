@@ -21,7 +21,7 @@ import {
 export const TRANSPORTS = ['sse', 'ws', 'longpoll'] as const
 export type Transport = (typeof TRANSPORTS)[number]
 
-export const RATE_LIMIT_KINDS = ['user', 'tenant', 'ip'] as const
+export const RATE_LIMIT_KINDS = ['user', 'tenant', 'watch', 'ip'] as const
 export type RateLimitKind = (typeof RATE_LIMIT_KINDS)[number]
 
 /** Commit-to-delivery latency buckets (ms): sub-millisecond LAN up to a stalled pipeline. */

@@ -3,7 +3,7 @@
 // Parking costs no query: the waiter is woken by the same hub changes as the streams.
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
 import type { JobChange, PendingWatch, Watcher, WatchHandle } from '../events/hub.js'
-import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
+import type { HeldSlots, RegisteredStream, StreamRegistry } from './stream-registry.js'
 
 export type WaitOutcome =
   | { kind: 'ready'; doc: JobDocument }
@@ -29,9 +29,10 @@ export class LongPollWaiter implements Watcher, RegisteredStream {
 
   constructor(
     readonly tenantId: string,
-    readonly userKey: string,
     private readonly since: number | undefined,
     private readonly respond: (outcome: WaitOutcome) => void,
+    /** The waiter's cap slots, held while it is parked. */
+    private readonly slots?: HeldSlots,
   ) {}
 
   /**
@@ -53,7 +54,7 @@ export class LongPollWaiter implements Watcher, RegisteredStream {
       return this.finish(immediate)
     }
     this.handle = watch.attach(this)
-    this.unregister = registry.add(this)
+    this.unregister = registry.add(this, this.slots)
     this.timer = setTimeout(
       () => this.finish({ kind: 'timed-out', doc: this.handle!.state.current! }),
       timeoutMs,

@@ -10,12 +10,13 @@ import { Multiplexer } from './multiplexer.js'
 import { SSE_HEADERS, SSE_HEARTBEAT, sseFrame, sseRetry } from './sse-frame.js'
 import { SseWriter } from './sse-writer.js'
 import { encodeFeedResumeId, encodeJobsResumeId } from '../protocol/resume-id.js'
-import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
+import type { HeldSlots, RegisteredStream, StreamRegistry } from './stream-registry.js'
 
 export interface SseMuxOptions {
   mode: 'jobs' | 'feed'
   tenantId: string
-  userKey: string
+  /** The stream's cap slots, held while it is open. */
+  slots?: HeldSlots
   ownerId: string | undefined
   retryMs: number
   maxLifetimeMs: number
@@ -28,7 +29,6 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   readonly encoding = 'sse-mux' as const
   readonly needsPositions = true
   readonly tenantId: string
-  readonly userKey: string
   readonly expiresAt: number
   readonly mux: Multiplexer
   private unregister: (() => void) | undefined
@@ -42,7 +42,6 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
     private readonly options: SseMuxOptions,
   ) {
     this.tenantId = options.tenantId
-    this.userKey = options.userKey
     this.expiresAt = Date.now() + options.maxLifetimeMs
     this.mux = new Multiplexer(this, options.ownerId)
     this.writer = new SseWriter(res, options.highWaterBytes, () => this.onDrained())
@@ -55,7 +54,7 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
   open(registry: StreamRegistry): void {
     this.res.socket?.setTimeout(0)
     this.res.writeHead(200, SSE_HEADERS)
-    this.unregister = registry.add(this)
+    this.unregister = registry.add(this, this.options.slots)
     this.res.on('close', () => this.dispose())
     this.res.write(sseRetry(this.options.retryMs))
     this.isOpen = true

@@ -13,7 +13,7 @@ import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
 import type { JobChange, JobState, PendingWatch, Watcher, WatchHandle } from '../events/hub.js'
 import { typedEvents } from '../events/typed-events.js'
 import { diffDocuments } from '../events/patch.js'
-import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
+import type { HeldSlots, RegisteredStream, StreamRegistry } from './stream-registry.js'
 import { SSE_HEADERS, SSE_HEARTBEAT, sseFrame, sseRetry } from './sse-frame.js'
 import { SseWriter } from './sse-writer.js'
 
@@ -26,7 +26,8 @@ export interface SseJobStreamOptions {
   maxLifetimeMs: number
   highWaterBytes: number
   tenantId: string
-  userKey: string
+  /** The stream's cap slots, held while it is open. */
+  slots?: HeldSlots
   connectionId: string
   /** Called once with the number of bytes of each event written (metrics). */
   onWrite?(bytes: number): void
@@ -37,7 +38,6 @@ export interface SseJobStreamOptions {
 export class SseJobStream implements Watcher, RegisteredStream {
   readonly kind = 'sse' as const
   readonly tenantId: string
-  readonly userKey: string
   readonly expiresAt: number
   private handle: WatchHandle | undefined
   private unregister: (() => void) | undefined
@@ -52,7 +52,6 @@ export class SseJobStream implements Watcher, RegisteredStream {
     private readonly options: SseJobStreamOptions,
   ) {
     this.tenantId = options.tenantId
-    this.userKey = options.userKey
     this.expiresAt = Date.now() + options.maxLifetimeMs
     this.writer = new SseWriter(res, options.highWaterBytes, () => this.onDrain())
   }
@@ -74,7 +73,7 @@ export class SseJobStream implements Watcher, RegisteredStream {
     res.socket?.setNoDelay(true)
     res.writeHead(200, SSE_HEADERS)
     this.isOpen = true
-    this.unregister = registry.add(this)
+    this.unregister = registry.add(this, this.options.slots)
     res.on('close', () => this.dispose())
 
     const state = handle.state

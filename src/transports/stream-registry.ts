@@ -1,14 +1,14 @@
 // Owns every open stream of the process (SSE, WebSocket, parked long-polls): one shared
 // ticker sends heartbeats to idle streams and closes streams past their maximum lifetime
-// (so a 10k-stream process runs one timer, not 10k), counts streams per user and tenant for
-// the caps, and closes everything on shutdown.
+// (so a 10k-stream process runs one timer, not 10k), frees each stream's cap slots when it
+// leaves (src/http/stream-slots.ts counts them), and closes everything on shutdown.
 
 export type StreamKind = 'sse' | 'ws' | 'longpoll'
 
 export interface RegisteredStream {
   readonly kind: StreamKind
+  /** For the per-tenant metrics. */
   readonly tenantId: string
-  readonly userKey: string
   /** Called by the ticker when nothing was written for a heartbeat interval. */
   heartbeat?(): void
   /** epoch ms of the last write (heartbeats are only sent to idle streams). */
@@ -25,10 +25,13 @@ export interface RegistryOptions {
   tickMs?: number
 }
 
+/** A stream's cap slots (src/http/stream-slots.ts SlotLease): held while it is registered. */
+export interface HeldSlots {
+  hold(): () => void
+}
+
 export class StreamRegistry {
   private readonly streams = new Set<RegisteredStream>()
-  private readonly perUser = new Map<string, number>()
-  private readonly perTenant = new Map<string, number>()
   private ticker: NodeJS.Timeout | undefined
   private isClosing = false
   /** Stream opened/closed hooks for metrics. */
@@ -40,25 +43,21 @@ export class StreamRegistry {
     return this.streams.size
   }
 
-  countFor(tenantId: string, userKey: string): { user: number; tenant: number } {
-    return { user: this.perUser.get(userKey) ?? 0, tenant: this.perTenant.get(tenantId) ?? 0 }
-  }
-
   countByKind(kind: StreamKind): number {
     let n = 0
     for (const s of this.streams) if (s.kind === kind) n++
     return n
   }
 
-  add(stream: RegisteredStream): () => void {
+  /** Registers a stream; it holds `slots` until the returned function removes it. */
+  add(stream: RegisteredStream, slots?: HeldSlots): () => void {
     if (this.isClosing) {
       // Opened while shutting down (its authorising read was in flight): close it at once,
       // so that it does not hold the server open until the shutdown timeout.
       queueMicrotask(() => stream.close('shutdown'))
     }
     this.streams.add(stream)
-    bump(this.perUser, stream.userKey, 1)
-    bump(this.perTenant, stream.tenantId, 1)
+    const free = slots?.hold()
     this.onChange?.(stream.kind, stream.tenantId, 1)
     this.ensureTicker()
     let isRemoved = false
@@ -66,8 +65,7 @@ export class StreamRegistry {
       if (isRemoved) return
       isRemoved = true
       this.streams.delete(stream)
-      bump(this.perUser, stream.userKey, -1)
-      bump(this.perTenant, stream.tenantId, -1)
+      free?.()
       this.onChange?.(stream.kind, stream.tenantId, -1)
       if (this.streams.size === 0) this.stopTicker()
     }
@@ -102,10 +100,4 @@ export class StreamRegistry {
     clearInterval(this.ticker)
     this.ticker = undefined
   }
-}
-
-function bump(map: Map<string, number>, key: string, delta: number): void {
-  const next = (map.get(key) ?? 0) + delta
-  if (next <= 0) map.delete(key)
-  else map.set(key, next)
 }

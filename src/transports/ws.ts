@@ -8,13 +8,14 @@
 import type { WebSocket } from 'ws'
 import type { MuxMessage, MuxSink } from './multiplexer.js'
 import { Multiplexer } from './multiplexer.js'
-import type { RegisteredStream, StreamRegistry } from './stream-registry.js'
+import type { HeldSlots, RegisteredStream, StreamRegistry } from './stream-registry.js'
 
 export const WS_CLOSE = { normal: 1000, goingAway: 1001, policy: 1008, tooBig: 1009 } as const
 
 export interface WsConnectionOptions {
   tenantId: string
-  userKey: string
+  /** The connection's cap slots, held while it is open. */
+  slots?: HeldSlots
   ownerId: string | undefined
   highWaterBytes: number
   /** Buffered bytes past which the peer is taken for one that does not read: terminated. */
@@ -30,7 +31,6 @@ export class WsConnection implements MuxSink, RegisteredStream {
   readonly needsPositions = false
   readonly expiresAt = 0
   readonly tenantId: string
-  readonly userKey: string
   readonly mux: Multiplexer
   lastWriteAt = Date.now()
   isAlive = true
@@ -46,9 +46,8 @@ export class WsConnection implements MuxSink, RegisteredStream {
     registry: StreamRegistry,
   ) {
     this.tenantId = options.tenantId
-    this.userKey = options.userKey
     this.mux = new Multiplexer(this, options.ownerId)
-    this.unregister = registry.add(this)
+    this.unregister = registry.add(this, options.slots)
     socket.on('pong', () => (this.isAlive = true))
     socket.on('close', () => this.dispose())
     socket.on('error', () => this.dispose())

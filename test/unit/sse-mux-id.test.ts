@@ -68,7 +68,6 @@ function options(mode: 'jobs' | 'feed'): SseMuxOptions {
   return {
     mode,
     tenantId: 't1',
-    userKey: 't1:u1',
     ownerId: undefined,
     retryMs: 1000,
     maxLifetimeMs: 60_000,

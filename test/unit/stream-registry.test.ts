@@ -1,5 +1,6 @@
 // The StreamRegistry's one ticker: heartbeats to idle streams only, closes streams at their
-// maximum lifetime, counts per user and tenant, and leaves no timer behind (fake timers).
+// maximum lifetime, holds each stream's cap slots until it leaves, and leaves no timer
+// behind (fake timers).
 import { jest } from '@jest/globals'
 import {
   StreamRegistry,
@@ -17,7 +18,6 @@ class FakeStream implements RegisteredStream {
     readonly kind: StreamKind,
     readonly expiresAt: number,
     readonly tenantId = 't1',
-    readonly userKey = 't1:u1',
   ) {}
 
   heartbeat(): void {
@@ -66,7 +66,6 @@ describe('StreamRegistry', () => {
     const waiter: RegisteredStream = {
       kind: 'longpoll',
       tenantId: 't1',
-      userKey: 't1:u1',
       lastWriteAt: Date.now(),
       expiresAt: 0,
       close: jest.fn(),
@@ -118,18 +117,21 @@ describe('StreamRegistry', () => {
     expect(s.closedWith).toEqual(['lifetime'])
   })
 
-  it('counts streams per user and per tenant, and unregistering twice counts once', () => {
+  it('frees a stream\'s slots when it leaves, once, and reports each change once', () => {
     const registry = new StreamRegistry({ heartbeatMs: 15_000 })
     const changes: Array<[StreamKind, string, number]> = []
     registry.onChange = (kind, tenant, delta) => changes.push([kind, tenant, delta])
-    const a = addTo(registry, new FakeStream('sse', 0, 't1', 't1:u1'))
-    addTo(registry, new FakeStream('longpoll', 0, 't1', 't1:u2'))
-    addTo(registry, new FakeStream('sse', 0, 't2', 't2:u1'))
-    expect(registry.countFor('t1', 't1:u1')).toEqual({ user: 1, tenant: 2 })
+    let freed = 0
+    const a = new FakeStream('sse', 0, 't1')
+    a.unregister = registry.add(a, { hold: () => () => freed++ })
+    addTo(registry, new FakeStream('longpoll', 0, 't1'))
+    addTo(registry, new FakeStream('sse', 0, 't2'))
     expect(registry.countByKind('sse')).toBe(2)
+    expect(freed).toBe(0)
     a.unregister()
     a.unregister()
-    expect(registry.countFor('t1', 't1:u1')).toEqual({ user: 0, tenant: 1 })
+    expect(freed).toBe(1)
+    expect(registry.countByKind('sse')).toBe(1)
     expect(changes.filter(([, , d]) => d === -1)).toHaveLength(1)
   })
 

@@ -34,7 +34,6 @@ function connect(socket: StuckSocket) {
     socket as unknown as WebSocket,
     {
       tenantId: 't',
-      userKey: 't:u',
       ownerId: undefined,
       highWaterBytes: 1000,
       maxBufferedBytes: 8000,

@@ -23,7 +23,8 @@ import { SseMuxStream } from '../../transports/sse-mux.js'
 import { parseFeedResumeId, parseJobsResumeId } from '../../protocol/resume-id.js'
 import { assertUserToken } from '../auth.js'
 import { principalOf } from '../authenticate.js'
-import { reserveStream, subscribeJob, userKeyOf, type StreamDeps } from '../subscribe.js'
+import { subscribeJob, type StreamDeps } from '../subscribe.js'
+import type { SlotLease } from '../stream-slots.js'
 import { parseRequest } from '../validation.js'
 
 const FEED_RESUME_MARGIN_MS = 5000
@@ -38,7 +39,6 @@ export interface MultiplexedRouteDeps extends StreamDeps {
     | 'FEED_RESUME_MAX_JOBS'
   >
   onStreamBytes?(transport: 'sse', bytes: number): void
-  onCapRejected?(): void
 }
 
 export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
@@ -73,11 +73,11 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     const query = parseRequest(querySchema, req.query, 'query')
     const lastEventId = (req.headers[HEADER.lastEventId] as string | undefined) ?? query.lastEventId
     if (!query.jobs) assertUserToken(principal, 'open the tenant feed')
-    const release = reserveStream(deps, principal, deps.onCapRejected)
+    const slots = await deps.slots.acquire(principal)
     try {
-      await serve(principal, query, lastEventId, res)
+      await serve(principal, query, lastEventId, res, slots)
     } finally {
-      release()
+      slots.release() // unless the open stream holds them
     }
   })
 
@@ -86,11 +86,12 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     query: z.infer<typeof querySchema>,
     lastEventId: string | undefined,
     res: Response,
+    slots: SlotLease,
   ): Promise<void> {
     const stream = new SseMuxStream(res, {
       mode: query.jobs ? 'jobs' : 'feed',
       tenantId: principal.tenantId,
-      userKey: userKeyOf(principal),
+      slots,
       ownerId: principal.role === 'admin' ? undefined : principal.userId,
       retryMs: config.SSE_RETRY_MS,
       maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,

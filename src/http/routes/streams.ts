@@ -13,13 +13,7 @@ import { SSE_FORMATS, SseJobStream } from '../../transports/sse.js'
 import { principalOf, wantsStream } from '../authenticate.js'
 import { writeProblem } from '../problem.js'
 import { jobParamsSchema } from '../schemas.js'
-import {
-  parseVersion,
-  reserveStream,
-  subscribeJob,
-  userKeyOf,
-  type StreamDeps,
-} from '../subscribe.js'
+import { parseVersion, subscribeJob, type StreamDeps } from '../subscribe.js'
 import { parseRequest } from '../validation.js'
 import { etagOf } from './jobs.js'
 
@@ -35,7 +29,6 @@ export interface StreamRouteDeps extends StreamDeps {
   onStreamBytes?(transport: 'sse', bytes: number): void
   /** A write that carried job events (SSE), or a long-poll answered with a change. */
   onEventDelivered?(transport: 'sse' | 'longpoll'): void
-  onCapRejected?(): void
 }
 
 export const sseQuerySchema = z.object({
@@ -85,9 +78,8 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
     const { id } = parseRequest(jobParamsSchema, req.params, 'path')
     const query = parseRequest(sseQuerySchema, req.query, 'query')
     const resumeFrom = parseVersion(req.headers[HEADER.lastEventId] ?? query.lastEventId)
-    // Held until the stream is in the registry: concurrent opens, each awaiting its
-    // authorising read, cannot all pass the cap.
-    const release = reserveStream(deps, principal, deps.onCapRejected)
+    // Taken before the authorising read: concurrent opens cannot all pass the cap.
+    const slots = await deps.slots.acquire(principal)
     try {
       const stream = new SseJobStream(res, {
         format: query.format ?? 'patch',
@@ -95,7 +87,7 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
         maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,
         highWaterBytes: config.STREAM_HIGH_WATER_BYTES,
         tenantId: principal.tenantId,
-        userKey: userKeyOf(principal),
+        slots,
         connectionId: randomUUID(),
         onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
         onEvent: deps.onEventDelivered && (() => deps.onEventDelivered!('sse')),
@@ -115,7 +107,7 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
         resumeFrom !== undefined && resumeFrom <= doc.version ? resumeFrom : undefined,
       )
     } finally {
-      release()
+      slots.release() // unless the open stream holds them
     }
   }
 
@@ -143,22 +135,16 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
       const answer = waitAnswer(outcome.doc, outcome.kind === 'ready' || outcome.kind === 'final')
       res.writeHead(200, answer.headers).end(answer.body)
     }
-    // Held until the waiter is parked in the registry (or answered).
-    const release = reserveStream(deps, principal, deps.onCapRejected)
+    const slots = await deps.slots.acquire(principal)
     try {
-      const waiter = new LongPollWaiter(
-        principal.tenantId,
-        userKeyOf(principal),
-        query.since,
-        respond,
-      )
+      const waiter = new LongPollWaiter(principal.tenantId, query.since, respond, slots)
       const watch = await subscribeJob(deps, principal, id)
       if (res.destroyed || res.writableEnded) return watch.cancel()
       res.on('close', () => waiter.abort())
       req.socket.setTimeout(0)
       waiter.start(watch, deps.registry, timeoutMs)
     } finally {
-      release()
+      slots.release() // unless the parked waiter holds them
     }
   })
 

@@ -1,0 +1,124 @@
+// Owns the caps on concurrent streams (SSE, WebSocket, parked long-polls). A stream takes one
+// slot in each bucket of its caller before its authorising read and keeps them until it
+// closes, so parallel opens, each awaiting its read, cannot overrun a cap. Buckets:
+//   * a user token: its user (MAX_STREAMS_PER_USER) and its tenant (MAX_STREAMS_PER_TENANT);
+//   * a watch token (a share link): its job (MAX_STREAMS_PER_WATCH_JOB) and nothing else, so
+//     traffic through a link can never use up its owner's or its tenant's share
+//     (docs/decisions.md, "Watch tokens have their own buckets").
+// A cap of 0 is off. The counts live in this process (MemoryStreamSlots).
+import type { Config } from '../config/index.js'
+import type { Principal } from '../db/tenant-transaction.js'
+import { TooManyRequestsError } from '../errors.js'
+
+/** Seconds a client refused for a full cap is told to wait (Retry-After). */
+const CAP_RETRY_SECONDS = 5
+
+export type StreamCaps = Pick<
+  Config,
+  'MAX_STREAMS_PER_USER' | 'MAX_STREAMS_PER_TENANT' | 'MAX_STREAMS_PER_WATCH_JOB'
+>
+
+export interface StreamBucket {
+  key: string
+  max: number
+  /** The 429's detail when the bucket is full with `open` streams. */
+  refusal(open: number): string
+}
+
+/** The buckets a caller's streams count in (caps of 0 left out). */
+export function streamBucketsOf(principal: Principal, caps: StreamCaps): StreamBucket[] {
+  const buckets: StreamBucket[] =
+    principal.jobId !== undefined
+      ? [
+          {
+            key: `w:${principal.jobId}`,
+            max: caps.MAX_STREAMS_PER_WATCH_JOB,
+            refusal: (n) =>
+              `This job already has ${n} open streams through watch tokens (the limit is ${caps.MAX_STREAMS_PER_WATCH_JOB}); close one first.`,
+          },
+        ]
+      : [
+          {
+            key: `u:${principal.tenantId}:${principal.userId}`,
+            max: caps.MAX_STREAMS_PER_USER,
+            refusal: (n) =>
+              `You already have ${n} open streams (the limit is ${caps.MAX_STREAMS_PER_USER}); close one first.`,
+          },
+          {
+            key: `t:${principal.tenantId}`,
+            max: caps.MAX_STREAMS_PER_TENANT,
+            refusal: (n) =>
+              `Your tenant already has ${n} open streams (the limit is ${caps.MAX_STREAMS_PER_TENANT}).`,
+          },
+        ]
+  return buckets.filter((b) => b.max > 0)
+}
+
+/**
+ * One stream's slots. The opening code holds it until the stream is registered; the stream
+ * registry then hold()s it and frees it when the stream leaves. release() frees it unless
+ * it is held, so the opening code can call it in a `finally` whatever happened.
+ */
+export interface SlotLease {
+  /** Takes ownership; the returned function frees the slots (once). */
+  hold(): () => void
+  release(): void
+}
+
+export interface StreamSlots {
+  /** One slot in every bucket of the caller, or TooManyRequestsError and none taken. */
+  acquire(principal: Principal): Promise<SlotLease>
+}
+
+export class MemoryStreamSlots implements StreamSlots {
+  private readonly open = new Map<string, number>()
+
+  constructor(
+    private readonly caps: StreamCaps,
+    private readonly onRejected?: () => void,
+  ) {}
+
+  /** Slots taken in one bucket (for tests and metrics). */
+  count(key: string): number {
+    return this.open.get(key) ?? 0
+  }
+
+  acquire(principal: Principal): Promise<SlotLease> {
+    try {
+      return Promise.resolve(this.take(streamBucketsOf(principal, this.caps)))
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  private take(buckets: StreamBucket[]): SlotLease {
+    for (const bucket of buckets) {
+      const n = this.open.get(bucket.key) ?? 0
+      if (n >= bucket.max) {
+        this.onRejected?.()
+        throw new TooManyRequestsError(bucket.refusal(n), CAP_RETRY_SECONDS)
+      }
+    }
+    for (const { key } of buckets) this.open.set(key, (this.open.get(key) ?? 0) + 1)
+    let isFreed = false
+    let isHeld = false
+    const free = () => {
+      if (isFreed) return
+      isFreed = true
+      for (const { key } of buckets) {
+        const n = (this.open.get(key) ?? 0) - 1
+        if (n > 0) this.open.set(key, n)
+        else this.open.delete(key)
+      }
+    }
+    return {
+      hold: () => {
+        isHeld = true
+        return free
+      },
+      release: () => {
+        if (!isHeld) free()
+      },
+    }
+  }
+}
