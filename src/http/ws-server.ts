@@ -37,7 +37,6 @@ export interface WsServerDeps extends StreamDeps {
   onWsBytes?(bytes: number): void
 }
 
-
 /** Client messages; one lists at most as many jobs as a connection may watch. */
 function clientMessageSchemaFor(maxJobs: number) {
   const jobs = z

@@ -7,7 +7,14 @@
 // is congested nothing is queued: each dirty job (subscribed, or seen on the feed) gets one
 // merged message when it drains.
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
-import type { FeedWatcher, JobChange, JobState, PendingWatch, Watcher, WatchHandle } from '../events/hub.js'
+import type {
+  FeedWatcher,
+  JobChange,
+  JobState,
+  PendingWatch,
+  Watcher,
+  WatchHandle,
+} from '../events/hub.js'
 import { diffDocuments, type Operation } from '../events/patch.js'
 import type { JobStreamMessage } from '../protocol/stream-messages.js'
 

@@ -277,7 +277,6 @@ describe('Hub', () => {
     expect(hub.watchedJobs).toBe(0)
   })
 
-
   it('computes one patch per base version and shares it with every watcher on that base', async () => {
     const id = jobId(1)
     db.set(doc(id, 1))

@@ -117,7 +117,7 @@ describe('StreamRegistry', () => {
     expect(s.closedWith).toEqual(['lifetime'])
   })
 
-  it('frees a stream\'s slots when it leaves, once, and reports each change once', () => {
+  it("frees a stream's slots when it leaves, once, and reports each change once", () => {
     const registry = new StreamRegistry({ heartbeatMs: 15_000 })
     const changes: Array<[StreamKind, string, number]> = []
     registry.onChange = (kind, tenant, delta) => changes.push([kind, tenant, delta])
