@@ -277,6 +277,7 @@ export async function startService(
           ...streamDeps,
           config,
           onStreamBytes: countMessage,
+          rateLimits,
         }),
         jobRoutes({ db, auth }),
         ...(config.livePage ? [livePageRouter({ path: config.LIVE_PAGE_PATH, devToken })] : []),

@@ -56,3 +56,21 @@ export async function readVisibleJob(
     )
   return rows[0]
 }
+
+/**
+ * Reads many jobs under RLS in one round trip (the plpgsql function jobwire_read_jobs): the
+ * authorising read of a multiplexed subscription. Returns the visible ones; a missing or
+ * invisible id is simply absent.
+ */
+export async function readVisibleJobs(
+  db: Db,
+  principal: Principal,
+  jobIds: readonly string[],
+): Promise<JobDocumentRow[]> {
+  if (jobIds.length === 0) return []
+  const { rows } =
+    await sql<JobDocumentRow>`SELECT ${READ_COLUMNS} FROM jobwire_read_jobs(${principal.tenantId}::uuid, ${principal.userId}, ${principal.role}, ${sql.val(jobIds)}::uuid[])`.execute(
+      db,
+    )
+  return rows
+}

@@ -85,10 +85,11 @@ export interface RateLimits {
    */
   checkUpgrade(principal: Principal | undefined, remoteAddress: string | undefined): Promise<void>
   /**
-   * A WebSocket message that costs what a request costs (a subscribe reads each job):
-   * counted against the user's and the tenant's limits. Throws TooManyRequestsError.
+   * Work that costs what `requests` requests cost (a WebSocket subscribe; the jobs of a
+   * `/v1/events?jobs=` stream beyond its own request, see subscriptionCost()): counted
+   * against the caller's limits. Throws TooManyRequestsError.
    */
-  checkMessage(principal: Principal): Promise<void>
+  charge(principal: Principal, requests: number): Promise<void>
 }
 
 export function createRateLimits(auth: Authenticator, options: RateLimitOptions): RateLimits {
@@ -194,9 +195,11 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
     })
   }
 
-  const hit = async (kind: RateLimitKind, key: string) => {
-    if (limits[kind] <= 0) return
-    const { totalHits, resetTime } = await stores[kind].increment(key)
+  const hit = async (kind: RateLimitKind, key: string, requests = 1) => {
+    if (limits[kind] <= 0 || requests <= 0) return
+    let counted = await stores[kind].increment(key)
+    for (let i = 1; i < requests; i++) counted = await stores[kind].increment(key)
+    const { totalHits, resetTime } = counted
     if (totalHits <= limits[kind]) return
     onRejected?.(kind)
     const seconds = resetTime ? (resetTime.getTime() - Date.now()) / 1000 : windowMs / 1000
@@ -205,10 +208,10 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
       seconds,
     )
   }
-  const hitPrincipal = async (principal: Principal) => {
-    if (principal.jobId !== undefined) return hit('watch', watchKey(principal))
-    await hit('user', userKey(principal))
-    await hit('tenant', tenantKey(principal))
+  const hitPrincipal = async (principal: Principal, requests = 1) => {
+    if (principal.jobId !== undefined) return hit('watch', watchKey(principal), requests)
+    await hit('user', userKey(principal), requests)
+    await hit('tenant', tenantKey(principal), requests)
   }
   return {
     middleware: chain,
@@ -216,6 +219,6 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
       if (!principal) return hit('ip', ipKeyGenerator(remoteAddress ?? 'unknown'))
       await hitPrincipal(principal)
     },
-    checkMessage: hitPrincipal,
+    charge: hitPrincipal,
   }
 }

@@ -17,7 +17,7 @@ import type { Authenticator } from './auth.js'
 import type { RateLimits } from './rate-limit.js'
 import { toProblem } from './problem.js'
 import { jobIdSchema } from './schemas.js'
-import { subscribeJob, type StreamDeps } from './subscribe.js'
+import { subscribeJobs, subscriptionCost, type StreamDeps } from './subscribe.js'
 import type { SlotLease } from './stream-slots.js'
 import type { Logger } from '../telemetry/logger.js'
 
@@ -33,7 +33,7 @@ export interface WsServerDeps extends StreamDeps {
     | 'STREAM_HIGH_WATER_BYTES'
   >
   /** The request rate limits, shared with the express routes. */
-  rateLimits?: Pick<RateLimits, 'checkUpgrade' | 'checkMessage'>
+  rateLimits?: Pick<RateLimits, 'checkUpgrade' | 'charge'>
   onWsBytes?(bytes: number): void
 }
 
@@ -146,7 +146,7 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
     )
     heartbeat.add(connection)
     if (singleJob) {
-      void subscribeJobs(connection, principal, [singleJob], {}).catch(logFailure)
+      void subscribe(connection, principal, [singleJob], {}).catch(logFailure)
       ws.on('message', () => undefined)
       return
     }
@@ -189,9 +189,9 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
       if (parsed.feed) mux.closeFeed()
       return
     }
-    // A subscribe reads each job, as a request would: it counts against the request limits.
+    // A subscribe reads its jobs, as a request would: it counts what that read costs.
     try {
-      await deps.rateLimits?.checkMessage(principal)
+      await deps.rateLimits?.charge(principal, subscriptionCost(parsed.jobs?.length ?? 1))
     } catch (error) {
       if (!(error instanceof AppError)) throw error
       return mux.error(error.status, error.message)
@@ -202,58 +202,50 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
       else mux.openFeed((watcher) => deps.hub.watchFeed(principal.tenantId, watcher))
     }
     if (parsed.jobs)
-      void subscribeJobs(connection, principal, parsed.jobs, parsed.since ?? {}).catch(logFailure)
+      void subscribe(connection, principal, parsed.jobs, parsed.since ?? {}).catch(logFailure)
   }
 
-  async function subscribeJobs(
+  async function subscribe(
     connection: WsConnection,
     principal: Principal,
     ids: string[],
     since: Record<string, number>,
   ) {
     const mux = connection.mux
-    const failures: SubscribeFailure[] = []
-    await Promise.all(
-      ids.map(async (raw) => {
-        const parsed = jobIdSchema.safeParse(raw)
-        if (!parsed.success) {
-          failures.push({ job: raw, status: 400, detail: 'Not a job id (expected a UUID).' })
-          return
-        }
-        const id = parsed.data
-        if (mux.has(id)) return
-        if (mux.reserved >= deps.config.WS_MAX_SUBSCRIPTIONS) {
-          failures.push({
-            job: id,
-            status: 429,
-            detail: `A connection may watch at most ${deps.config.WS_MAX_SUBSCRIPTIONS} jobs.`,
-          })
-          return
-        }
-        const sub = mux.prepare(id)
-        try {
-          const watch = await subscribeJob(deps, principal, id)
-          const resumeFrom = since[id] ?? since[raw]
-          mux.start(
-            sub,
-            watch,
-            resumeFrom !== undefined && resumeFrom >= 1 && resumeFrom <= watch.state.version
-              ? resumeFrom
-              : undefined,
-          )
-        } catch (error) {
-          mux.abandon(sub)
-          const known = translateDbError(error)
-          if (!(known instanceof AppError) || known.status >= 500)
-            deps.logger.warn({ err: error }, 'websocket subscribe failed')
-          failures.push(
-            known instanceof AppError
-              ? { job: id, status: known.status, detail: known.message }
-              : { job: id, status: 500, detail: 'Could not subscribe; try again.' },
-          )
-        }
-      }),
-    )
+    const sinceOf = new Map(Object.entries(since).map(([id, v]) => [id.toLowerCase(), v]))
+    let failures: SubscribeFailure[]
+    try {
+      const { authorised, refused } = await subscribeJobs(
+        deps,
+        principal,
+        mux,
+        ids,
+        deps.config.WS_MAX_SUBSCRIPTIONS,
+      )
+      for (const { sub, watch } of authorised) {
+        const resumeFrom = sinceOf.get(sub.jobId)
+        mux.start(
+          sub,
+          watch,
+          resumeFrom !== undefined && resumeFrom >= 1 && resumeFrom <= watch.state.version
+            ? resumeFrom
+            : undefined,
+        )
+      }
+      failures = refused.map(({ job, error }) => ({
+        job,
+        status: error.status,
+        detail: error.message,
+      }))
+    } catch (error) {
+      // The authorising read failed: every job of the message is refused, the socket stays.
+      const known = translateDbError(error)
+      if (!(known instanceof AppError) || known.status >= 500)
+        deps.logger.warn({ err: error }, 'websocket subscribe failed')
+      const detail = known instanceof AppError ? known.message : 'Could not subscribe; try again.'
+      const status = known instanceof AppError ? known.status : 500
+      failures = ids.map((job) => ({ job, status, detail }))
+    }
     sendFailures(mux, failures)
     if (ids.length > 0 && mux.size === 0 && !mux.hasFeed) connection.onIdle()
   }

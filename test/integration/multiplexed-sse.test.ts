@@ -261,27 +261,39 @@ it('answers 404 when no listed job is visible and 400 when none is even an id', 
   expect(service.registry.size).toBe(0)
 })
 
-it('leaves no watcher behind when the read of one of the jobs fails', async () => {
+it('authorises every job with one read, and leaves no watcher behind when it fails', async () => {
   const t = newTenant()
-  const [a, b] = await Promise.all([1, 2].map(() => createJob(service, t.admin)))
-  // Both authorising reads wait behind a lock; one is cancelled, the other then succeeds.
+  const jobs = await Promise.all([1, 2, 3].map(() => createJob(service, t.admin)))
+  const unknown = Array.from({ length: 40 }, () => randomUUID())
+  const ids = [...jobs.map((j) => j.id), ...unknown]
+  // The authorising read waits behind a lock: however many jobs, one read waits, and it is
+  // cancelled.
   const locker = new pg.Client({ connectionString: database.url })
   await locker.connect()
-  try {
-    await locker.query('BEGIN')
-    await locker.query('LOCK TABLE job_queue IN ACCESS EXCLUSIVE MODE')
-    const answer = service.fetch(`/v1/events?jobs=${a!.id},${b!.id}`, { token: t.admin })
-    let waiting: number[] = []
-    const deadline = Date.now() + 5000
-    while (waiting.length < 2) {
-      if (Date.now() > deadline) throw new Error('the reads never waited for the lock')
-      const { rows } = await sql.query<{ pid: number }>(
+  const readers = async () =>
+    (
+      await sql.query<{ pid: number }>(
         `SELECT pid FROM pg_stat_activity
           WHERE datname = current_database() AND wait_event_type = 'Lock'
             AND query LIKE '%jobwire_read_job%'`,
       )
-      waiting = rows.map((r) => r.pid)
+    ).rows.map((r) => r.pid)
+  try {
+    await locker.query('BEGIN')
+    await locker.query('LOCK TABLE job_queue IN ACCESS EXCLUSIVE MODE')
+    const answer = service.fetch(`/v1/events?jobs=${ids.join(',')}`, { token: t.admin })
+    let waiting: number[] = []
+    const deadline = Date.now() + 5000
+    while (waiting.length === 0) {
+      if (Date.now() > deadline) throw new Error('the read never waited for the lock')
+      waiting = await readers()
     }
+    // One read per job would now show as many waiting reads as the pool has connections.
+    for (let settled = 0; settled < 5; settled++) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      expect(await readers()).toEqual(waiting)
+    }
+    expect(waiting).toHaveLength(1)
     await sql.query('SELECT pg_cancel_backend($1)', [waiting[0]])
     await locker.query('COMMIT')
     const res = await answer
@@ -292,7 +304,7 @@ it('leaves no watcher behind when the read of one of the jobs fails', async () =
   } finally {
     await locker.end()
   }
-  await until(() => service.hub.watchedJobs === 0, 'the hub to drop both jobs')
+  await until(() => service.hub.watchedJobs === 0, 'the hub to drop every job')
   expect(service.registry.size).toBe(0)
 })
 

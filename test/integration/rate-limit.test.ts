@@ -83,6 +83,27 @@ describe('request rate limits', () => {
     expect((await limited.fetch('/v1/jobs', { token: newTenant().admin })).status).toBe(200)
   })
 
+  it('charges a multiplexed subscription what its one batched read costs', async () => {
+    const t = newTenant()
+    const job = await createJob(limited, t.alice)
+    const ids = [job.id, ...Array.from({ length: 99 }, () => randomUUID())]
+    // 100 jobs cost ceil(100 / 20) = 5 requests: with the create, the user is one over.
+    const stream = await openSse(`${limited.url}/v1/events?jobs=${ids.join(',')}`, {
+      headers: { authorization: `Bearer ${t.alice}` },
+    })
+    expect(stream.status).toBe(429)
+    await expectTooMany(await limited.fetch('/v1/jobs', { token: t.alice }), /your user/)
+    // Over WebSocket: the upgrade is one request, a subscribe of 100 jobs five more.
+    const bob = newTenant().bob
+    const ws = await openWs(`${limited.url.replace(/^http/, 'ws')}/v1/ws?token=${bob}`)
+    try {
+      ws.send({ op: 'subscribe', jobs: ids })
+      expect(await ws.next('error')).toMatchObject({ status: 429 })
+    } finally {
+      ws.close()
+    }
+  })
+
   it('limits failed authentications per IP, and only those', async () => {
     const bad = [
       {},

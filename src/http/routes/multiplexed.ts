@@ -14,7 +14,7 @@ import { z } from 'zod'
 import type { Config } from '../../config/index.js'
 import { listChangedSince } from '../../db/jobs.js'
 import { withTenant, type Principal } from '../../db/tenant-transaction.js'
-import { AppError, ForbiddenError, JobNotFoundError, ValidationError } from '../../errors.js'
+import { ValidationError } from '../../errors.js'
 import { isTerminalStatus } from '../../protocol/job.js'
 import { toJobDocument } from '../../events/document.js'
 import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
@@ -23,7 +23,8 @@ import { SseMuxStream } from '../../transports/sse-mux.js'
 import { parseFeedResumeId, parseJobsResumeId } from '../../protocol/resume-id.js'
 import { assertUserToken } from '../auth.js'
 import { principalOf } from '../authenticate.js'
-import { subscribeJob, type StreamDeps } from '../subscribe.js'
+import { subscribeJobs, subscriptionCost, type StreamDeps } from '../subscribe.js'
+import type { RateLimits } from '../rate-limit.js'
 import type { SlotLease } from '../stream-slots.js'
 import { parseRequest } from '../validation.js'
 
@@ -39,6 +40,8 @@ export interface MultiplexedRouteDeps extends StreamDeps {
     | 'FEED_RESUME_MAX_JOBS'
   >
   onStreamBytes?(transport: 'sse', bytes: number): void
+  /** The request itself was counted; a long `jobs` list is charged what its read costs. */
+  rateLimits?: Pick<RateLimits, 'charge'>
 }
 
 export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
@@ -73,6 +76,7 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     const query = parseRequest(querySchema, req.query, 'query')
     const lastEventId = (req.headers[HEADER.lastEventId] as string | undefined) ?? query.lastEventId
     if (!query.jobs) assertUserToken(principal, 'open the tenant feed')
+    else await deps.rateLimits?.charge(principal, subscriptionCost(query.jobs.length) - 1)
     const slots = await deps.slots.acquire(principal)
     try {
       await serve(principal, query, lastEventId, res, slots)
@@ -133,43 +137,28 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     }
 
     const positions = parseJobsResumeId(lastEventId)
-    const failures: Array<{ job: string; status: number; detail: string }> = []
-    // Every read settles before anything is decided: when one fails unexpectedly, the
-    // watches the others registered are closed too, never left in the hub.
-    const settled = await Promise.allSettled(
-      query.jobs.map(async (raw) => {
-        const parsed = z.guid().safeParse(raw)
-        if (!parsed.success) {
-          failures.push({ job: raw, status: 400, detail: 'Not a job id (expected a UUID).' })
-          return undefined
-        }
-        const sub = mux.prepare(raw)
-        try {
-          return { sub, watch: await subscribeJob(deps, principal, raw) }
-        } catch (error) {
-          mux.abandon(sub)
-          if (!(error instanceof AppError)) throw error
-          failures.push({ job: raw, status: error.status, detail: error.message })
-          return undefined
-        }
-      }),
-    )
-    const ok = settled.flatMap((s) => (s.status === 'fulfilled' && s.value ? [s.value] : []))
-    const failed = settled.find((s) => s.status === 'rejected')
-    if (failed) {
-      for (const o of ok) o.watch.cancel()
+    let subscription
+    try {
+      subscription = await subscribeJobs(
+        deps,
+        principal,
+        mux,
+        query.jobs,
+        config.WS_MAX_SUBSCRIPTIONS,
+      )
+    } catch (error) {
       mux.close()
-      throw failed.reason
+      throw error
     }
+    const { authorised: ok, refused } = subscription
     if (ok.length === 0) {
-      const first = failures.find((f) => f.status !== 400)
+      const first = refused.find((f) => !(f.error instanceof ValidationError))
       if (!first)
         throw new ValidationError(
           `query.jobs: no valid job id`,
-          failures.map((f) => ({ name: 'query.jobs', reason: `${f.job}: ${f.detail}` })),
+          refused.map((f) => ({ name: 'query.jobs', reason: `${f.job}: ${f.error.message}` })),
         )
-      if (first.status === 403) throw new ForbiddenError(first.detail)
-      throw new JobNotFoundError(first.job)
+      throw first.error
     }
     // Every visible job has ended and the client has seen each final version: 204 tells
     // EventSource to stop reconnecting, as on a single job's stream (SPEC §7).
@@ -183,6 +172,11 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
       if (!res.destroyed) res.status(204).end()
       return
     }
+    const failures = refused.map(({ job, error }) => ({
+      job,
+      status: error.status,
+      detail: error.message,
+    }))
     stream.open(deps.registry)
     if (failures.length > 0) {
       res.write(
