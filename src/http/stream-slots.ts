@@ -65,6 +65,12 @@ export interface SlotLease {
   release(): void
 }
 
+/** For a request that opens no stream (HEAD on a stream route): takes and frees nothing. */
+export const NO_SLOTS: SlotLease = Object.freeze({
+  hold: () => () => undefined,
+  release: () => undefined,
+})
+
 export interface StreamSlots {
   /** One slot in every bucket of the caller, or TooManyRequestsError and none taken. */
   acquire(principal: Principal): Promise<SlotLease>

@@ -5,7 +5,7 @@
 // newest of the two documents, so it is never sent twice.
 import type { Db } from '../db/pool.js'
 import { readVisibleJob, readVisibleJobs, type Principal } from '../db/tenant-transaction.js'
-import type { AppError} from '../errors.js';
+import type { AppError } from '../errors.js'
 import { JobNotFoundError, TooManyRequestsError, ValidationError } from '../errors.js'
 import { toJobDocument } from '../events/document.js'
 import type { Hub, PendingWatch } from '../events/hub.js'

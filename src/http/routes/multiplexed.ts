@@ -18,14 +18,14 @@ import { ValidationError } from '../../errors.js'
 import { isTerminalStatus } from '../../protocol/job.js'
 import { toJobDocument } from '../../events/document.js'
 import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
-import { sseFrame } from '../../transports/sse-frame.js'
+import { SSE_HEADERS, sseFrame } from '../../transports/sse-frame.js'
 import { SseMuxStream } from '../../transports/sse-mux.js'
 import { parseFeedResumeId, parseJobsResumeId } from '../../protocol/resume-id.js'
 import { assertUserToken } from '../auth.js'
 import { principalOf } from '../authenticate.js'
 import { subscribeJobs, subscriptionCost, type StreamDeps } from '../subscribe.js'
 import type { RateLimits } from '../rate-limit.js'
-import type { SlotLease } from '../stream-slots.js'
+import { NO_SLOTS, type SlotLease } from '../stream-slots.js'
 import { parseRequest } from '../validation.js'
 
 const FEED_RESUME_MARGIN_MS = 5000
@@ -77,9 +77,11 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     const lastEventId = (req.headers[HEADER.lastEventId] as string | undefined) ?? query.lastEventId
     if (!query.jobs) assertUserToken(principal, 'open the tenant feed')
     else await deps.rateLimits?.charge(principal, subscriptionCost(query.jobs.length) - 1)
-    const slots = await deps.slots.acquire(principal)
+    // A HEAD is authorised like a GET but opens no stream: it takes no slot.
+    const isHead = req.method === 'HEAD'
+    const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
     try {
-      await serve(principal, query, lastEventId, res, slots)
+      await serve(principal, query, lastEventId, res, slots, isHead)
     } finally {
       slots.release() // unless the open stream holds them
     }
@@ -91,7 +93,12 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     lastEventId: string | undefined,
     res: Response,
     slots: SlotLease,
+    isHead: boolean,
   ): Promise<void> {
+    if (isHead && !query.jobs) {
+      res.writeHead(200, SSE_HEADERS).end()
+      return
+    }
     const stream = new SseMuxStream(res, {
       mode: query.jobs ? 'jobs' : 'feed',
       tenantId: principal.tenantId,
@@ -166,10 +173,13 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
       const doc = watch.state.current!
       return isTerminalStatus(doc.status) && (positions.get(doc.id) ?? 0) >= doc.version
     })
-    if (res.destroyed || isAllSeen) {
+    if (res.destroyed || isAllSeen || isHead) {
       for (const o of ok) o.watch.cancel()
       mux.close()
-      if (!res.destroyed) res.status(204).end()
+      if (!res.destroyed) {
+        if (isAllSeen) res.status(204).end()
+        else res.writeHead(200, SSE_HEADERS).end()
+      }
       return
     }
     const failures = refused.map(({ job, error }) => ({

@@ -10,6 +10,8 @@ import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
 import { isTerminalStatus, type JobDocument } from '../../protocol/job.js'
 import { LongPollWaiter, type WaitOutcome } from '../../transports/longpoll.js'
 import { SSE_FORMATS, SseJobStream } from '../../transports/sse.js'
+import { SSE_HEADERS } from '../../transports/sse-frame.js'
+import { NO_SLOTS } from '../stream-slots.js'
 import { principalOf, wantsStream } from '../authenticate.js'
 import { writeProblem } from '../problem.js'
 import { jobParamsSchema } from '../schemas.js'
@@ -78,8 +80,10 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
     const { id } = parseRequest(jobParamsSchema, req.params, 'path')
     const query = parseRequest(sseQuerySchema, req.query, 'query')
     const resumeFrom = parseVersion(req.headers[HEADER.lastEventId] ?? query.lastEventId)
-    // Taken before the authorising read: concurrent opens cannot all pass the cap.
-    const slots = await deps.slots.acquire(principal)
+    // Taken before the authorising read: concurrent opens cannot all pass the cap. A HEAD
+    // is authorised like a GET but opens no stream, so it takes no slot.
+    const isHead = req.method === 'HEAD'
+    const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
     try {
       const stream = new SseJobStream(res, {
         format: query.format ?? 'patch',
@@ -99,6 +103,11 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
       if (isTerminalStatus(doc.status) && resumeFrom !== undefined && resumeFrom >= doc.version) {
         watch.cancel()
         res.status(204).end()
+        return
+      }
+      if (isHead) {
+        watch.cancel()
+        res.writeHead(200, SSE_HEADERS).end()
         return
       }
       stream.open(
@@ -124,7 +133,11 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
     const principal = principalOf(req)
     const { id } = parseRequest(jobParamsSchema, req.params, 'path')
     const query = parseRequest(waitQuerySchema, req.query, 'query')
-    const timeoutMs = Math.round((query.timeout ?? config.LONGPOLL_DEFAULT_SECONDS) * 1000)
+    // A HEAD gets at once the headers a GET would get now; it never parks, so takes no slot.
+    const isHead = req.method === 'HEAD'
+    const timeoutMs = isHead
+      ? 0
+      : Math.round((query.timeout ?? config.LONGPOLL_DEFAULT_SECONDS) * 1000)
     const respond = (outcome: WaitOutcome) => {
       if (res.destroyed || res.writableEnded) return
       if (outcome.kind === 'gone')
@@ -135,7 +148,7 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
       const answer = waitAnswer(outcome.doc, outcome.kind === 'ready' || outcome.kind === 'final')
       res.writeHead(200, answer.headers).end(answer.body)
     }
-    const slots = await deps.slots.acquire(principal)
+    const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
     try {
       const waiter = new LongPollWaiter(principal.tenantId, query.since, respond, slots)
       const watch = await subscribeJob(deps, principal, id)
