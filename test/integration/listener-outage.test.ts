@@ -3,6 +3,7 @@
 // lost by PostgreSQL; the listener keeps reconnecting, readiness says not-ready until it
 // is back, and the re-read of every watched job makes the clients converge anyway.
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
+import { sql as sqlTag } from 'kysely'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
@@ -262,6 +263,25 @@ describe('when the whole database comes back after an outage', () => {
     expect(service.listener.reconnects).toBe(1)
     const doc = await converge(service, job, t.admin, 5_000)
     expect(doc).toMatchObject({ status: 'running', progress: 15, version: 2 })
+  })
+
+  it('survives a connection cut in the middle of a query, and serves again after', async () => {
+    // Cut without a word from the server (a network failure, a proxy or pooler dying): the
+    // query fails, and nothing else may (a lent-out pool client has no error listener).
+    const query = sqlTag`SELECT pg_sleep(5)`.execute(service.db)
+    await until(async () => {
+      const { rows } = await sql.query(
+        `SELECT 1 FROM pg_stat_activity
+          WHERE application_name = 'jobwire' AND query = 'SELECT pg_sleep(5)' AND datname = current_database()`,
+      )
+      return rows.length === 1
+    }, 'the query to run')
+    proxy.pause()
+    await expect(query).rejects.toThrow(/Connection terminated/)
+    proxy.resume()
+    await until(async () => (await readyStatus(service)) === 200, '/readyz to report ready again')
+    const t = newTenant()
+    expect((await service.fetch('/v1/jobs', { token: t.admin })).status).toBe(200)
   })
 })
 
