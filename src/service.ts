@@ -176,6 +176,8 @@ export async function startService(
       },
     })
     let disconnectedAt: number | undefined
+    // The database answers the pool again: the listener need not wait out its backoff.
+    pool.on('connect', () => listener.retryNow())
     // The stream registry and the metrics exist before the first notification can arrive.
     const registry = new StreamRegistry({ heartbeatMs: config.SSE_HEARTBEAT_MS })
     const metrics = createMetrics({
@@ -237,6 +239,9 @@ export async function startService(
         () => 'failing' as const,
       )
       const listenerCheck = listener.isConnected ? ('ok' as const) : ('failing' as const)
+      // A pooled connection that survived the outage (or PgBouncer's) answers without a new
+      // connect: a passing check is the same hint.
+      if (database === 'ok' && listenerCheck === 'failing') listener.retryNow()
       return {
         ready: database === 'ok' && listenerCheck === 'ok',
         checks: {

@@ -1,5 +1,6 @@
 // The environment, as a zod schema. Every variable is listed here once with its default;
 // .env.example mirrors this file (a unit test keeps the two in step).
+import proxyAddr from 'proxy-addr'
 import { z } from 'zod'
 
 const bool = z
@@ -36,6 +37,31 @@ const redisUrl = z.string().refine((v) => /^rediss?:\/\//.test(v) && URL.canPars
 const pem = z.string().refine((v) => v.includes('-----BEGIN'), {
   error: 'expected a PEM-encoded public key (-----BEGIN PUBLIC KEY-----…)',
 })
+
+/**
+ * false | true | a hop count | comma-separated addresses, CIDR subnets and the names
+ * loopback, linklocal, uniquelocal (src/http/client-address.ts compiles it).
+ */
+const trustProxy = z.string().refine(
+  (v) => {
+    if (/^(true|false|\d+)$/.test(v)) return true
+    try {
+      proxyAddr.compile(
+        v
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
+      )
+      return true
+    } catch {
+      return false
+    }
+  },
+  {
+    error:
+      'expected false, true, a hop count, or comma-separated addresses, CIDR subnets, loopback, linklocal or uniquelocal',
+  },
+)
 
 const claimName = z.string().regex(/^[\w:/.-]+$/, { error: 'expected a claim name' })
 
@@ -97,7 +123,7 @@ export const envSchema = z.object({
   WATCH_TOKEN_TTL_SECONDS: int(60, 31_536_000).default(24 * 3600),
 
   BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(256 * 1024),
-  TRUST_PROXY: z.string().default('loopback'),
+  TRUST_PROXY: trustProxy.default('false'),
   CORS_ORIGINS: z.string().default(''),
   SHUTDOWN_TIMEOUT_MS: int(0, 600_000).default(10_000),
 
@@ -112,7 +138,7 @@ export const envSchema = z.object({
   BATCH_WINDOW_MS: int(0, 1000).default(0),
   BATCH_MAX_IDS: int(1, 10_000).default(500),
   LISTENER_RECONNECT_MIN_MS: int(10, 600_000).default(100),
-  LISTENER_RECONNECT_MAX_MS: int(10, 600_000).default(30_000),
+  LISTENER_RECONNECT_MAX_MS: int(10, 600_000).default(2000),
 
   WS_PING_INTERVAL_MS: int(1000, 3_600_000).default(30_000),
   WS_MAX_SUBSCRIPTIONS: int(1, 100_000).default(200),

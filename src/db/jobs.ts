@@ -44,7 +44,18 @@ export interface NewJob {
   requestHash?: string
 }
 
-/** Inserts a job; with an idempotency key that exists already, returns undefined. */
+/**
+ * The owner's key space: keys are unique per (tenant, owner), and ownerless jobs (inserted by
+ * SQL) share one space per tenant. The expression of the unique index
+ * job_queue_idempotency_key_owner_idx (migrations/1764000000005_idempotency-per-owner.sql).
+ */
+const KEY_OWNER = sql<string>`coalesce(owner_id, '')`
+
+/**
+ * Inserts a job; with an idempotency key its owner used already, returns undefined. The
+ * ON CONFLICT target is the unique index's columns and predicate, so that PostgreSQL infers
+ * that index as the arbiter.
+ */
 export async function insertJob(
   trx: TenantTransaction,
   job: NewJob,
@@ -62,17 +73,27 @@ export async function insertJob(
       idempotency_key: job.idempotencyKey ?? null,
       request_hash: job.requestHash ?? null,
     })
-    .onConflict((oc) => oc.columns(['tenant_id', 'idempotency_key']).doNothing())
+    .onConflict((oc) =>
+      oc
+        .expression(sql`tenant_id, ${KEY_OWNER}, idempotency_key`)
+        .where('idempotency_key', 'is not', null)
+        .doNothing(),
+    )
     .returning(JOB_DOCUMENT_COLUMNS)
     .executeTakeFirst()
 }
 
-/** With request_hash, to tell a retry from another request under the same key. */
-export function findJobByIdempotencyKey(trx: TenantTransaction, tenantId: string, key: string) {
+/** The owner's job under this key, with request_hash to tell a retry from another request. */
+export function findJobByIdempotencyKey(
+  trx: TenantTransaction,
+  owner: { tenantId: string; ownerId: string },
+  key: string,
+) {
   return trx
     .selectFrom('job_queue')
     .select([...JOB_DOCUMENT_COLUMNS, 'request_hash'])
-    .where('tenant_id', '=', tenantId)
+    .where('tenant_id', '=', owner.tenantId)
+    .where(KEY_OWNER, '=', owner.ownerId)
     .where('idempotency_key', '=', key)
     .executeTakeFirst()
 }

@@ -14,7 +14,7 @@ export interface PoolOptions {
 }
 
 export function createPool(options: PoolOptions): pg.Pool {
-  return new pg.Pool({
+  const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.max,
     application_name: options.applicationName ?? 'jobwire',
@@ -23,6 +23,12 @@ export function createPool(options: PoolOptions): pg.Pool {
     connectionTimeoutMillis: 10_000,
     keepAlive: true,
   })
+  // pg-pool takes its error listener off a client while the client is lent out. A connection
+  // cut mid-query without a word from the server (a network failure, a proxy or pooler that
+  // dies) then emits 'error' with no listener, and that kills the process. The query has
+  // failed with the same error already, and the pool drops the dead client on release.
+  pool.on('connect', (client) => client.on('error', () => undefined))
+  return pool
 }
 
 export function createDb(pool: pg.Pool): Db {

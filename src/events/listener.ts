@@ -1,7 +1,11 @@
 // Owns the process's one LISTEN connection (application_name `jobwire-listener`). A NOTIFY
 // is a hint that a job changed; the hub re-reads the row. The connection is retried for as
 // long as it takes, also at start-up, with capped exponential backoff and full jitter:
-// delays (ms) drawn from [0, min(max, min·2^attempt)], e.g. 100, 200, 400, … up to 30000.
+// the first retry after LISTENER_RECONNECT_MIN_MS, then delays (ms) drawn from
+// [0, min(max, min·2^attempt)]: up to 200, 400, 800, 1600, then 2000 with the defaults, so
+// the listener is back at most LISTENER_RECONNECT_MAX_MS after the database is.
+// retryNow() cuts a wait short when something else has just seen the database answer (the
+// query pool connected, a readiness check passed): at most one early attempt a second.
 // Every (re)connect calls onConnected so the hub re-reads what it watches: notifications
 // sent while no one listened are lost by PostgreSQL, the re-read is what makes up for them.
 //
@@ -12,6 +16,23 @@
 import pg from 'pg'
 import type { Logger } from '../telemetry/logger.js'
 import { CHANNEL } from './notification.js'
+
+/** Early attempts (retryNow) start at most this often, whatever calls it. */
+const EARLY_RETRY_INTERVAL_MS = 1000
+
+/**
+ * The wait before reconnect attempt `attempt` (0 for the first after a failure): the
+ * minimum, then full jitter over min·2^attempt, capped at maxMs.
+ */
+export function reconnectDelayMs(
+  attempt: number,
+  minMs: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
+  if (attempt === 0) return minMs
+  return Math.round(random() * Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30)))
+}
 
 export interface ListenerOptions {
   connectionString: string
@@ -29,6 +50,8 @@ export class Listener {
   private client: pg.Client | undefined
   private isStopped = false
   private isConnectedNow = false
+  private isConnecting = false
+  private lastAttemptAt = 0
   private attempt = 0
   private hasConnectedBefore = false
   private retryTimer: NodeJS.Timeout | undefined
@@ -53,6 +76,20 @@ export class Listener {
     return this.firstConnect.promise
   }
 
+  /**
+   * A hint that the database answers again: while waiting to retry, try at once instead (at
+   * most once a second; nothing happens while connected or connecting). A failed early
+   * attempt goes back to the backoff where it was.
+   */
+  retryNow(): void {
+    if (this.isStopped || this.isConnectedNow || this.isConnecting) return
+    if (this.retryTimer === undefined) return
+    if (Date.now() - this.lastAttemptAt < EARLY_RETRY_INTERVAL_MS) return
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    void this.connect()
+  }
+
   async stop(): Promise<void> {
     this.isStopped = true
     clearTimeout(this.retryTimer)
@@ -65,7 +102,10 @@ export class Listener {
   }
 
   private async connect(): Promise<void> {
+    this.retryTimer = undefined
     if (this.isStopped) return
+    this.isConnecting = true
+    this.lastAttemptAt = Date.now()
     const client = new pg.Client({
       connectionString: this.options.connectionString,
       application_name: 'jobwire-listener',
@@ -93,6 +133,7 @@ export class Listener {
         await client.end().catch(() => undefined)
         return
       }
+      this.isConnecting = false
       this.client = client
       this.backendPid = rows[0]?.pid
       this.isConnectedNow = true
@@ -117,16 +158,17 @@ export class Listener {
     clearInterval(this.pingTimer)
     const wasConnected = this.isConnectedNow
     this.isConnectedNow = false
+    this.isConnecting = false
     if (this.isStopped) return
     if (wasConnected) {
       this.options.logger.warn({ err: error }, 'listener connection lost; reconnecting')
       this.options.onDisconnected?.(error)
     }
-    const cap = Math.min(
+    const delay = reconnectDelayMs(
+      this.attempt,
+      this.options.reconnectMinMs,
       this.options.reconnectMaxMs,
-      this.options.reconnectMinMs * 2 ** this.attempt,
     )
-    const delay = this.attempt === 0 ? this.options.reconnectMinMs : Math.round(Math.random() * cap)
     this.attempt = Math.min(this.attempt + 1, 30)
     if (!wasConnected)
       this.options.logger.debug({ err: error, delay }, 'listener connect failed; retrying')

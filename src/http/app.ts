@@ -10,6 +10,7 @@ import { API_PREFIX, HEADER } from '../protocol/http.js'
 import { redactUrl, serializeError, type Logger } from '../telemetry/logger.js'
 import type { Metrics } from '../telemetry/metrics.js'
 import { findPrincipal } from './authenticate.js'
+import { clientAddressOf, compileTrustProxy } from './client-address.js'
 import type { RateLimits } from './rate-limit.js'
 import { notFoundHandler, problemHandler } from './problem.js'
 import { operationsRoutes, type OperationsRouteDeps } from './routes/operations.js'
@@ -37,7 +38,10 @@ const REQUEST_ID = /^[\w\-.:]{1,128}$/
 export function createApp(deps: AppDeps): Express {
   const app = express()
   app.disable('x-powered-by')
-  app.set('trust proxy', parseTrustProxy(deps.config.TRUST_PROXY))
+  // Which address is the client (req.ip, the per-IP limit, the log): TRUST_PROXY, decided
+  // in one place for express and the raw upgrade path alike.
+  const trustProxy = compileTrustProxy(deps.config.TRUST_PROXY)
+  app.set('trust proxy', trustProxy)
   app.set('etag', false)
   app.set('query parser', 'simple')
 
@@ -51,14 +55,27 @@ export function createApp(deps: AppDeps): Express {
         return id
       },
       // pino-http hands these pino's standard serializations; only the listed fields are
-      // kept (never the headers), and the URL loses its ?token=.
+      // kept (never the headers), and the URL loses its tokens. Behind a trusted proxy the
+      // client's own address is logged too.
       serializers: {
-        req: (req: { id?: unknown; method?: string; url?: string; remoteAddress?: string }) => ({
-          id: req.id,
-          method: req.method,
-          url: redactUrl(req.url),
-          remoteAddress: req.remoteAddress,
-        }),
+        req: (req: {
+          id?: unknown
+          method?: string
+          url?: string
+          remoteAddress?: string
+          raw?: IncomingMessage
+        }) => {
+          const client = req.raw && clientAddressOf(req.raw, trustProxy)
+          return {
+            id: req.id,
+            method: req.method,
+            url: redactUrl(req.url),
+            remoteAddress: req.remoteAddress,
+            ...(client !== undefined && client !== req.remoteAddress
+              ? { clientAddress: client }
+              : {}),
+          }
+        },
         res: (res: ServerResponse) => ({ statusCode: res.statusCode }),
         err: serializeError,
       },
@@ -116,11 +133,4 @@ export function createApp(deps: AppDeps): Express {
   app.use(notFoundHandler)
   app.use(problemHandler(deps.logger))
   return app
-}
-
-function parseTrustProxy(value: string): boolean | number | string {
-  if (value === 'true') return true
-  if (value === 'false') return false
-  if (/^\d+$/.test(value)) return Number(value)
-  return value
 }

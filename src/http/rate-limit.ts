@@ -4,6 +4,9 @@
 // (so guessing tokens is throttled too). Over the limit: 429 problem+json with Retry-After
 // and RateLimit-* headers. The counters live in this process: N instances allow N× the limit
 // in total (docs/decisions.md).
+// The client IP is the one src/http/client-address.ts decides under TRUST_PROXY, for
+// requests and WebSocket upgrades alike.
+import type { IncomingMessage } from 'node:http'
 import type { Request, RequestHandler } from 'express'
 import { ipKeyGenerator, MemoryStore, rateLimit, type RateLimitInfo } from 'express-rate-limit'
 import type { Config } from '../config/index.js'
@@ -11,6 +14,7 @@ import { TooManyRequestsError, UnauthorizedError } from '../errors.js'
 import type { Authenticator } from './auth.js'
 import type { Principal } from '../db/tenant-transaction.js'
 import { authenticateRequest, hasPrincipal, principalOf } from './authenticate.js'
+import { clientAddressOf, compileTrustProxy } from './client-address.js'
 
 export type RateLimitKind = 'user' | 'tenant' | 'watch' | 'ip'
 
@@ -22,6 +26,7 @@ export interface RateLimitOptions {
     | 'RATE_LIMIT_PER_TENANT'
     | 'RATE_LIMIT_PER_IP'
     | 'RATE_LIMIT_PER_WATCH_JOB'
+    | 'TRUST_PROXY'
   >
   onRejected?(kind: RateLimitKind): void
 }
@@ -35,7 +40,7 @@ function limiter(
   kind: RateLimitKind,
   limit: number,
   windowMs: number,
-  key: ((req: Request) => string) | undefined,
+  key: (req: Request) => string,
   skip: (req: Request) => boolean,
   onRejected: ((kind: RateLimitKind) => void) | undefined,
   store: MemoryStore,
@@ -47,7 +52,7 @@ function limiter(
     standardHeaders: 'draft-6',
     legacyHeaders: false,
     requestPropertyName: `rateLimit_${kind}`,
-    ...(key ? { keyGenerator: key } : {}),
+    keyGenerator: key,
     skip,
     handler: (req, _res, next) => {
       onRejected?.(kind)
@@ -81,9 +86,14 @@ export interface RateLimits {
   /**
    * The same counters for a WebSocket upgrade, which never reaches express: a failed
    * authentication counts against the client address, a user's upgrade against its user
-   * and tenant. Throws TooManyRequestsError over a limit.
+   * and tenant. Throws TooManyRequestsError over a limit. `client` is the upgrade request
+   * (its client address is decided under TRUST_PROXY, as for express), or an address the
+   * caller decided already.
    */
-  checkUpgrade(principal: Principal | undefined, remoteAddress: string | undefined): Promise<void>
+  checkUpgrade(
+    principal: Principal | undefined,
+    client: IncomingMessage | string | undefined,
+  ): Promise<void>
   /**
    * Work that costs what `requests` requests cost (a WebSocket subscribe; the jobs of a
    * `/v1/events?jobs=` stream beyond its own request, see subscriptionCost()): counted
@@ -107,6 +117,11 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
     tenant: config.RATE_LIMIT_PER_TENANT,
     watch: config.RATE_LIMIT_PER_WATCH_JOB,
   }
+  const trustProxy = compileTrustProxy(config.TRUST_PROXY)
+  const ipKey = (client: IncomingMessage | string | undefined) =>
+    ipKeyGenerator(
+      (typeof client === 'object' ? clientAddressOf(client, trustProxy) : client) ?? 'unknown',
+    )
   const userKey = (p: Principal) => `u:${p.tenantId}:${p.userId}`
   const tenantKey = (p: Principal) => `t:${p.tenantId}`
   const watchKey = (p: Principal) => `w:${p.jobId}`
@@ -129,7 +144,7 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
         'ip',
         config.RATE_LIMIT_PER_IP,
         windowMs,
-        undefined,
+        (req) => ipKey(req),
         (req) => hasPrincipal(req),
         onRejected,
         stores.ip,
@@ -215,8 +230,8 @@ export function createRateLimits(auth: Authenticator, options: RateLimitOptions)
   }
   return {
     middleware: chain,
-    async checkUpgrade(principal, remoteAddress) {
-      if (!principal) return hit('ip', ipKeyGenerator(remoteAddress ?? 'unknown'))
+    async checkUpgrade(principal, client) {
+      if (!principal) return hit('ip', ipKey(client))
       await hitPrincipal(principal)
     },
     charge: hitPrincipal,

@@ -53,12 +53,18 @@ const VARYING = new Set(['date', 'x-request-id', 'ratelimit-reset', 'retry-after
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g
 const DATE = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/g
 
+/** A job id without its dashes, as multiplexed resume ids spell it. */
+const BARE_UUID =
+  /(?<![0-9a-f])([0-9a-f]{8})([0-9a-f]{4})([0-9a-f]{4})([0-9a-f]{4})([0-9a-f]{12})(?![0-9a-f])/g
+
 function normalise(text: string, ids: Map<string, string>): string {
+  const placeholder = (id: string) => {
+    if (!ids.has(id)) ids.set(id, `<uuid-${ids.size + 1}>`)
+    return ids.get(id)!
+  }
   return text
-    .replace(UUID, (id) => {
-      if (!ids.has(id)) ids.set(id, `<uuid-${ids.size + 1}>`)
-      return ids.get(id)!
-    })
+    .replace(UUID, placeholder)
+    .replace(BARE_UUID, (...parts: string[]) => `${placeholder(parts.slice(1, 6).join('-'))}:bare`)
     .replace(DATE, '<date>')
     .replace(/"connectionId":"<uuid-\d+>"/, '"connectionId":"<uuid>"')
 }

@@ -36,7 +36,7 @@ it('reads jobs without their payload', async () => {
     await readVisibleJob(service.db, admin, job.id),
     ...(await withTenant(service.db, admin, async (trx) => [
       await lockVisibleJob(trx, job.id),
-      await findJobByIdempotencyKey(trx, t.tenantId, 'k1'),
+      await findJobByIdempotencyKey(trx, { tenantId: t.tenantId, ownerId: 'admin-1' }, 'k1'),
       ...(await listVisibleJobs(trx, { limit: 10 })),
       ...(await listChangedSince(trx, new Date(0), 10)),
     ])),

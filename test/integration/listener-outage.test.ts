@@ -3,6 +3,7 @@
 // lost by PostgreSQL; the listener keeps reconnecting, readiness says not-ready until it
 // is back, and the re-read of every watched job makes the clients converge anyway.
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
+import { sql as sqlTag } from 'kysely'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
@@ -105,7 +106,8 @@ describe('when the listener backend is terminated', () => {
         WHERE application_name = 'jobwire-listener' AND datname = current_database()`,
     )
     expect(rows).toEqual([{ terminated: true }])
-    await until(async () => (await readyStatus(service)) === 503, '/readyz to report not-ready')
+    // Not /readyz: a passing database check is the listener's cue to retry at once.
+    await until(() => !service.listener.isConnected, 'the listener to notice')
 
     // Committed while nobody listens: these notifications are lost.
     for (const job of jobs)
@@ -114,6 +116,7 @@ describe('when the listener backend is terminated', () => {
         [job.id],
       )
     expect(service.listener.isConnected).toBe(false)
+    expect(await readyStatus(service)).toBe(503)
 
     for (const job of jobs) {
       job.doc = await converge(service, job, t.admin, 10_000)
@@ -152,13 +155,15 @@ describe('the tenant feed across a listener outage', () => {
       `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
         WHERE application_name = 'jobwire-listener' AND datname = current_database()`,
     )
-    await until(async () => (await readyStatus(service)) === 503, '/readyz to report not-ready')
+    // Not /readyz: a passing database check is the listener's cue to retry at once.
+    await until(() => !service.listener.isConnected, 'the listener to notice')
     const { rows } = await sql.query<{ id: string }>(
       `INSERT INTO job_queue (tenant_id, owner_id, type) VALUES ($1, 'admin-1', 'in-gap') RETURNING id`,
       [t.tenantId],
     )
     await sql.query(`UPDATE job_queue SET progress = 33 WHERE id = $1`, [before.id])
     expect(service.listener.isConnected).toBe(false)
+    expect(await readyStatus(service)).toBe(503)
 
     const seen = new Map<string, number>()
     while (seen.get(rows[0]!.id) === undefined || (seen.get(before.id) ?? 0) < 2) {
@@ -220,6 +225,104 @@ describe('when the listener is cut off for longer than 10 s', () => {
     await until(async () => (await readyStatus(service)) === 200, '/readyz to report ready again')
     expect(service.listener.reconnects).toBe(1)
   }, 30_000)
+})
+
+describe('when the whole database comes back after an outage', () => {
+  let service: TestService
+  let proxy: TcpProxy
+
+  beforeAll(async () => {
+    // The pool and the listener both go through the proxy: pausing it is a database outage
+    // as the service sees one. The listener's next scheduled retry is 10 minutes away.
+    proxy = await startTcpProxy(targetOf(database.url))
+    service = await startTestService(proxy.url(database.url), {
+      LISTENER_RECONNECT_MIN_MS: '600000',
+      LISTENER_RECONNECT_MAX_MS: '600000',
+      SWEEP_INTERVAL_MS: '0',
+    })
+  })
+  afterAll(async () => {
+    await service?.close()
+    await proxy?.close()
+  })
+
+  it('reconnects the listener as soon as the query pool reaches the database, not at its next retry', async () => {
+    const t = newTenant()
+    const job = await watchJob(service, t.admin)
+
+    proxy.pause()
+    await until(() => !service.listener.isConnected, 'the listener to notice')
+    expect(await readyStatus(service)).toBe(503)
+    await sql.query(`UPDATE job_queue SET status = 'running', progress = 15 WHERE id = $1`, [
+      job.id,
+    ])
+
+    proxy.resume()
+    // The next readiness check connects the pool again; that is the listener's cue.
+    await until(async () => (await readyStatus(service)) === 200, '/readyz to report ready again')
+    expect(service.listener.reconnects).toBe(1)
+    const doc = await converge(service, job, t.admin, 5_000)
+    expect(doc).toMatchObject({ status: 'running', progress: 15, version: 2 })
+  })
+
+  it('survives a connection cut in the middle of a query, and serves again after', async () => {
+    // Cut without a word from the server (a network failure, a proxy or pooler dying): the
+    // query fails, and nothing else may (a lent-out pool client has no error listener).
+    const query = sqlTag`SELECT pg_sleep(5)`.execute(service.db)
+    await until(async () => {
+      const { rows } = await sql.query(
+        `SELECT 1 FROM pg_stat_activity
+          WHERE application_name = 'jobwire' AND query = 'SELECT pg_sleep(5)' AND datname = current_database()`,
+      )
+      return rows.length === 1
+    }, 'the query to run')
+    proxy.pause()
+    await expect(query).rejects.toThrow(/Connection terminated/)
+    proxy.resume()
+    await until(async () => (await readyStatus(service)) === 200, '/readyz to report ready again')
+    const t = newTenant()
+    expect((await service.fetch('/v1/jobs', { token: t.admin })).status).toBe(200)
+  })
+})
+
+describe("when only the listener's path to the database was cut", () => {
+  let service: TestService
+  let proxy: TcpProxy
+
+  beforeAll(async () => {
+    // The pool's connections survive (as they do behind PgBouncer): no new pool connection
+    // can be the cue, a readiness check that reaches the database is.
+    proxy = await startTcpProxy(targetOf(database.url))
+    service = await startTestService(database.url, {
+      LISTEN_DATABASE_URL: proxy.url(database.url),
+      LISTENER_RECONNECT_MIN_MS: '600000',
+      LISTENER_RECONNECT_MAX_MS: '600000',
+      SWEEP_INTERVAL_MS: '0',
+    })
+  })
+  afterAll(async () => {
+    await service?.close()
+    await proxy?.close()
+  })
+
+  it('reconnects at the first readiness check after the path is back', async () => {
+    const t = newTenant()
+    const job = await watchJob(service, t.admin)
+    proxy.pause()
+    await until(() => !service.listener.isConnected, 'the listener to notice')
+    // Checks while the path is still cut try early and fail; the listener keeps waiting.
+    expect(await readyStatus(service)).toBe(503)
+    expect(await readyStatus(service)).toBe(503)
+    await sql.query(`UPDATE job_queue SET status = 'running', progress = 25 WHERE id = $1`, [
+      job.id,
+    ])
+
+    proxy.resume()
+    await until(async () => (await readyStatus(service)) === 200, '/readyz to report ready again')
+    expect(service.listener.reconnects).toBe(1)
+    const doc = await converge(service, job, t.admin, 5_000)
+    expect(doc).toMatchObject({ status: 'running', progress: 25, version: 2 })
+  })
 })
 
 describe('when a notification is lost some other way', () => {

@@ -164,6 +164,22 @@ it('logs a database failure with its error and request id, and without the ?toke
   }
 })
 
+it('masks a token used as a job id in the path, percent-encoded or not', async () => {
+  // Someone pastes a token where the job id goes; express decodes %2E to a dot.
+  const token = secret(tokenFor({ tenantId: t.tenantId, sub: 'carol', role: 'member' }))
+  const paths = [
+    `/v1/jobs/${token.replaceAll('.', '%2E')}`,
+    `/v1/jobs/${token.replaceAll('.', '%2e')}/events`,
+    `/v1/jobs/${token}/wait?timeout=0`,
+  ]
+  for (const path of paths) {
+    const res = await service.fetch(path, { token: t.admin })
+    expect(res.status).toBe(400)
+    const line = await requestLine(res.headers.get('x-request-id')!)
+    expect(line.req?.url).toMatch(/^\/v1\/jobs\/\[redacted\](\/events|\/wait\?timeout=0)?$/)
+  }
+})
+
 it('keeps WebSocket tokens out of the log', async () => {
   const token = secret(t.admin)
   const ws = new WebSocket(`${service.url.replace('http', 'ws')}/v1/ws?token=${token}`)

@@ -122,6 +122,36 @@ describe('request rate limits', () => {
   })
 })
 
+describe('the per-IP limit and X-Forwarded-For', () => {
+  let direct: TestService
+  let behindProxy: TestService
+  beforeAll(async () => {
+    ;[direct, behindProxy] = await Promise.all([
+      startTestService(database.url, { RATE_LIMIT_PER_IP: '3' }),
+      // As behind nginx on the same host: the loopback peer is our proxy.
+      startTestService(database.url, { RATE_LIMIT_PER_IP: '3', TRUST_PROXY: 'loopback' }),
+    ])
+  })
+  afterAll(() => Promise.all([direct?.close(), behindProxy?.close()]))
+
+  const failFrom = (service: TestService, forwardedFor: string) =>
+    service.fetch('/v1/jobs', { token: 'guess', headers: { 'x-forwarded-for': forwardedFor } })
+
+  it('ignores a spoofed X-Forwarded-For from a local client by default', async () => {
+    for (let i = 1; i <= 3; i++) expect((await failFrom(direct, `203.0.113.${i}`)).status).toBe(401)
+    await expectTooMany(await failFrom(direct, '203.0.113.4'), /your address/)
+  })
+
+  it('counts each forwarded client on its own behind a trusted proxy', async () => {
+    for (let i = 1; i <= 3; i++) {
+      for (const client of ['198.51.100.1', '198.51.100.2'])
+        expect((await failFrom(behindProxy, client)).status).toBe(401)
+    }
+    await expectTooMany(await failFrom(behindProxy, '198.51.100.1'), /your address/)
+    expect((await failFrom(behindProxy, '198.51.100.3')).status).toBe(401)
+  })
+})
+
 describe('concurrent stream caps', () => {
   const open: Array<() => void> = []
   afterEach(async () => {

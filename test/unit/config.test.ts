@@ -38,6 +38,12 @@ describe('loadConfig defaults', () => {
     expect(config.DATABASE_URL).toBeUndefined()
   })
 
+  it('trusts no proxy by default, and accepts each documented TRUST_PROXY form', () => {
+    expect(loadConfig({}).TRUST_PROXY).toBe('false')
+    for (const value of ['true', 'false', '2', 'loopback', '10.0.0.0/8, fd00::/8', '192.0.2.7'])
+      expect(loadConfig({ TRUST_PROXY: value }).TRUST_PROXY).toBe(value)
+  })
+
   it('returns a frozen object', () => {
     const config = loadConfig({})
     expect(Object.isFrozen(config)).toBe(true)
@@ -132,6 +138,8 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
     ['REDIS_URL', 'localhost:6379'],
     ['LIVE_PAGE_PATH', 'live'],
     ['BODY_LIMIT_BYTES', '10'],
+    ['TRUST_PROXY', 'nginx'],
+    ['TRUST_PROXY', '10.0.0.0/33'],
   ])('refuses %s=%j with one line that names it', (name, value) => {
     const error = refusal({ [name]: value })
     expect(error.message).toMatch(new RegExp(`^Invalid environment variable ${name}: `))

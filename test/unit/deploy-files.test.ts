@@ -215,6 +215,20 @@ describe('docker-compose.yml', () => {
     expect(loadConfig(environmentOf(services.worker!, VARS)).workerEnabled).toBe(true)
   })
 
+  it("trusts exactly nginx's hop for X-Forwarded-For on the API instances", () => {
+    // The default trusts no proxy: behind nginx every client would share nginx's address
+    // in the per-IP limit. nginx appends the address it saw (deploy/nginx.conf).
+    for (const name of API_SERVICES) {
+      expect([name, loadConfig(environmentOf(services[name]!, VARS)).TRUST_PROXY]).toEqual([
+        name,
+        '1',
+      ])
+    }
+    expect(read('deploy/nginx.conf')).toMatch(
+      /^\s*proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;/m,
+    )
+  })
+
   it('mounts deploy/nginx.conf into the proxy and publishes only the proxy', () => {
     expect(services.proxy!.volumes).toContain('./deploy/nginx.conf:/etc/nginx/nginx.conf:ro')
     expect(services.proxy!.ports).toHaveLength(1)

@@ -100,8 +100,13 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
         requestHash: idempotencyKey === undefined ? undefined : requestHash,
       })
       if (inserted) return { row: inserted, replayed: false }
-      // The key exists in this tenant: a retry of the same request returns the same job.
-      const existing = await findJobByIdempotencyKey(trx, principal.tenantId, idempotencyKey!)
+      // The caller used this key before (keys are per owner, docs/decisions.md): a retry of
+      // the same request returns the same job.
+      const existing = await findJobByIdempotencyKey(
+        trx,
+        { tenantId: principal.tenantId, ownerId: principal.userId },
+        idempotencyKey!,
+      )
       if (!existing || existing.request_hash !== requestHash) {
         throw new IdempotencyConflictError(
           'This Idempotency-Key was already used for a different request; use a new key for a new job.',
@@ -115,15 +120,8 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
     res
       .status(replayed ? 200 : 201)
       .set('etag', etagOf(doc.version))
-      // Issued for the job's owner: a watch token reads as that member, and an admin's
-      // replay of a member's Idempotency-Key must still get a link that opens the job.
-      .json({
-        ...doc,
-        watch_token: auth.issueWatchToken(
-          { ...principal, userId: row.owner_id ?? principal.userId },
-          doc.id,
-        ),
-      })
+      // The caller owns the job, replayed or not: keys are per owner.
+      .json({ ...doc, watch_token: auth.issueWatchToken(principal, doc.id) })
   })
 
   router.get(`${API_PREFIX}/jobs`, async (req, res) => {
