@@ -78,8 +78,10 @@ function connValue(value: string): string {
 }
 
 export interface PgbouncerOptions {
-  /** Server connections PgBouncer may open to the database (default_pool_size, max_db_connections). */
+  /** Server connections PgBouncer may open per user (default_pool_size). */
   poolSize: number
+  /** Server connections to the database for all users together; default poolSize. */
+  maxDbConnections?: number
   /**
    * Whom the server connections log in as. 'fixed' (default): the target URL's user, whoever
    * the client is (PgBouncer's `user=` in [databases]). 'client': the client's own user, so a
@@ -133,7 +135,7 @@ export async function startPgbouncer(
     `admin_users = ${user}`,
     'pool_mode = transaction',
     `default_pool_size = ${options.poolSize}`,
-    `max_db_connections = ${options.poolSize}`,
+    `max_db_connections = ${options.maxDbConnections ?? options.poolSize}`,
     'min_pool_size = 0',
     'reserve_pool_size = 0',
     'max_client_conn = 200',
