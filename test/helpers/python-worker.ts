@@ -36,7 +36,12 @@ export interface PythonWorker {
 export function startPythonWorker(env: Record<string, string>): PythonWorker {
   const child = spawn(PYTHON, ['examples/python/worker.py'], {
     cwd: PROJECT_ROOT,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PYTHONUNBUFFERED: '1', ...env },
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      PYTHONUNBUFFERED: '1',
+      PYTHONDONTWRITEBYTECODE: '1', // nothing left in examples/
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let output = ''
