@@ -15,6 +15,7 @@ const DOC = {
   eta_seconds: null,
   result: null,
   error: null,
+  last_error: null,
   attempts: 0,
   max_attempts: 3,
   cancel_requested: false,

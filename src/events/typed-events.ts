@@ -1,6 +1,6 @@
-// The `events` vocabulary existing frontends and Redis consumers use (SPEC §7):
-// connected, progress-update, step-change, complete, failed, cancelled. Derived from two
-// consecutive documents, so it needs no extra state.
+// The `events` vocabulary existing frontends and Redis consumers use (docs/api.md,
+// `?format=events`): connected, status-change, progress-update, step-change, complete, failed,
+// cancelled. Derived from two consecutive documents, so it needs no extra state.
 import type { JobDocument } from '../protocol/job.js'
 
 export type TypedEventName =
@@ -35,9 +35,19 @@ export function typedEvents(previous: JobDocument | undefined, doc: JobDocument)
   const events: TypedEvent[] = []
   if (!previous || previous.status !== doc.status) {
     if (doc.status === 'queued' || doc.status === 'running') {
+      // attempts and the last error: a job back in the queue after a failed attempt says
+      // which attempt comes next and why the last one failed.
       events.push({
         event: 'status-change',
-        data: { jobId: doc.id, status: doc.status, previousStatus: previous?.status ?? null },
+        data: {
+          jobId: doc.id,
+          status: doc.status,
+          previousStatus: previous?.status ?? null,
+          attempts: doc.attempts,
+          maxAttempts: doc.max_attempts,
+          lastError: doc.last_error?.message ?? null,
+          lastErrorCode: doc.last_error?.code ?? null,
+        },
       })
     }
   }

@@ -18,19 +18,29 @@ import {
 
 const isoDateTime = z.iso.datetime({ offset: true })
 
+const jobErrorSchema = z.looseObject({
+  message: z.string(),
+  code: z.string().nullable().optional(),
+})
+
 export const jobDocumentSchema: z.ZodType<JobDocument> = z
   .object({
     id: z.uuid(),
     type: z.string(),
     status: z.enum(JOB_STATUSES),
-    progress: z.number().min(0).max(100),
+    progress: z.number().min(0).max(100).meta({ description: '0 to 100, at most 2 decimals' }),
     step: z.string().nullable(),
-    eta_seconds: z.number().nullable(),
+    eta_seconds: z.number().int().min(0).nullable().meta({
+      description: 'Estimated seconds left; 0 once the job is completed, failed or cancelled',
+    }),
     result: z.unknown().meta({ description: 'Set when completed, null otherwise' }),
-    error: z
-      .looseObject({ message: z.string(), code: z.string().nullable().optional() })
+    error: jobErrorSchema
       .nullable()
-      .meta({ description: 'Set when failed, null otherwise' }),
+      .meta({ description: 'Set when failed, null otherwise (the same value as last_error)' }),
+    last_error: jobErrorSchema.nullable().meta({
+      description:
+        'The error of the latest failed attempt, whatever the status: why a queued job with attempts > 0 waits for a retry, and what the attempt now running follows. Null when no attempt failed, and once the job completed',
+    }),
     attempts: z.number().int(),
     max_attempts: z.number().int(),
     cancel_requested: z.boolean(),
@@ -114,7 +124,7 @@ const SSE_JOB_TEXT = `Server-Sent Events for one job. The first line is \`retry:
 
 **format=patch** (default): \`event: snapshot\` with the whole JobDocument, then one \`event: patch\` per change whose data is an RFC 6902 JSON Patch from the previous event's document, starting with \`{"op":"test","path":"/version","value":<base>}\`. A snapshot may come at any time and replaces the client's state.
 **format=full**: \`event: snapshot\` each time.
-**format=events**: \`connected\` {connectionId, jobId}, \`status-change\`, \`progress-update\` {progress, currentStep, estimatedTimeRemaining}, \`step-change\`, \`complete\` {result}, \`failed\` {error, errorCode}, \`cancelled\`.
+**format=events**: \`connected\` {connectionId, jobId}, \`status-change\` {status, previousStatus, attempts, maxAttempts, lastError, lastErrorCode}, \`progress-update\` {progress, currentStep, estimatedTimeRemaining}, \`step-change\`, \`complete\` {result}, \`failed\` {error, errorCode}, \`cancelled\`.
 
 On a terminal status the stream sends that change, then \`event: end\` {job, version, status}, and closes. \`Last-Event-ID\` (or \`?lastEventId=\`) resumes with one patch when the server still has that version, else a snapshot; 204 when the job is terminal and the client has its final version. \`: keep-alive\` comments are heartbeats.`
 

@@ -20,7 +20,12 @@ export interface JobError {
   [key: string]: unknown
 }
 
-/** snake_case, exactly as SPEC §6. `result` only when completed, `error` only when failed. */
+/**
+ * snake_case (docs/api.md, "The job document"). `result` only when completed, `error` only when
+ * failed; `last_error` is the latest failed attempt's error whatever the status, null once the
+ * job completed: it is what a job waiting for its retry shows. `progress` has at most 2
+ * decimals; `eta_seconds` is 0 for a terminal job.
+ */
 export interface JobDocument {
   id: string
   type: string
@@ -30,6 +35,7 @@ export interface JobDocument {
   eta_seconds: number | null
   result: unknown
   error: JobError | null
+  last_error: JobError | null
   attempts: number
   max_attempts: number
   cancel_requested: boolean

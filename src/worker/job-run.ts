@@ -3,7 +3,8 @@
 // signal, and the outcome. Promises:
 //   * exactly one final write (complete, fail, cancelled or release), or none once the lease is
 //     lost: a job we no longer hold belongs to someone else;
-//   * pending progress is written before complete and fail;
+//   * pending progress is written, and committed, before complete and fail start; progress
+//     reported after the handler settled is dropped (ProgressCoalescer.drain);
 //   * ctx.signal aborts when cancel_requested is seen (heartbeat or progress answer), when the
 //     lease is lost, or when the worker stops and the grace period ran out.
 import type { Db } from '../db/pool.js'
@@ -156,7 +157,7 @@ export class JobRun {
         return
       }
       await this.finish(async () => {
-        await this.coalescer.flush()
+        await this.coalescer.drain()
         await completeJob(db, this.id, workerId, resultJson)
         this.log.debug({ jobId: this.id }, 'job completed')
       })
@@ -167,7 +168,7 @@ export class JobRun {
 
   private failWith(failure: ReturnType<typeof describeFailure>, error?: unknown): Promise<void> {
     return this.finish(async () => {
-      await this.coalescer.flush()
+      await this.coalescer.drain()
       await failJob(this.settings.db, this.id, this.settings.workerId, failure)
       this.log.warn(
         { jobId: this.id, type: this.row.type, attempt: this.row.attempts, err: error, failure },

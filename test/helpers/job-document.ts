@@ -15,6 +15,7 @@ export function jobDocument(
     eta_seconds: null,
     result: null,
     error: null,
+    last_error: null,
     attempts: 0,
     max_attempts: 3,
     cancel_requested: false,

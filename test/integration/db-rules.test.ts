@@ -18,6 +18,8 @@ interface Row {
   tenant_id: string
   status: string
   progress: number
+  eta_seconds: number | null
+  error: { message: string; code?: string | null } | null
   version: string
   created_at: Date
   updated_at: Date
@@ -260,6 +262,74 @@ describe('constraints', () => {
     expect((await update(job.id, 'progress = 100')).progress).toBe(100)
     expect((await update(job.id, 'progress = 0')).progress).toBe(0)
     expect((await update(job.id, 'progress = 33.5')).progress).toBe(33.5)
+  })
+})
+
+describe('values as users see them', () => {
+  it('keeps progress to 2 decimals, on update and on insert', async () => {
+    const job = await insertJob({ progress: 0.1 + 0.2 })
+    expect(job.progress).toBe(0.3)
+    // What a worker computing elapsed / total * 100 writes.
+    expect((await update(job.id, 'progress = $2', [27.500000000000004])).progress).toBe(27.5)
+    expect((await update(job.id, 'progress = $2', [57.49999999999999])).progress).toBe(57.5)
+    expect((await update(job.id, 'progress = 100.0 / 3')).progress).toBe(33.33)
+    expect((await update(job.id, 'progress = 0.005')).progress).toBe(0.01)
+    expect((await update(job.id, 'progress = 99.999')).progress).toBe(100)
+  })
+
+  it('treats a progress change below 0.01 as no change: no version, no NOTIFY', async () => {
+    const job = await insertJob()
+    expect((await inbox.next(job.id)).version).toBe(1)
+    const forty = await update(job.id, 'progress = 40')
+    expect((await update(job.id, 'progress = 40.001')).version).toBe(forty.version)
+    await update(job.id, 'progress = 41')
+    expect((await inbox.next(job.id)).version).toBe(2)
+    expect((await inbox.next(job.id)).version).toBe(3)
+  })
+
+  it('still rejects progress outside 0..100 that would round into it', async () => {
+    const job = await insertJob()
+    for (const value of [100.004, -0.001, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const error = await sqlError(update(job.id, 'progress = $2', [value]))
+      expect(error).toMatchObject({ code: '23514', constraint: 'job_queue_progress_check' })
+    }
+  })
+
+  it.each(['completed', 'failed', 'cancelled'])(
+    'gives a %s job no time left: eta_seconds 0',
+    async (status) => {
+      const job = await insertJob()
+      await update(job.id, "status = 'running', progress = 70, eta_seconds = 6")
+      const done = await update(
+        job.id,
+        status === 'failed' ? `status = $2, error = '{"message":"boom"}'` : 'status = $2',
+        [status],
+      )
+      expect(done).toMatchObject({ status, eta_seconds: 0 })
+      const inserted = await insertJob({
+        status,
+        eta_seconds: 6,
+        error: status === 'failed' ? JSON.stringify({ message: 'boom' }) : null,
+      })
+      expect(inserted.eta_seconds).toBe(0)
+    },
+  )
+
+  it('clears the error of a failed attempt when the job completes, and keeps it otherwise', async () => {
+    const retried = await insertJob({ attempts: 1 })
+    const failure = '{"message":"upstream timed out","code":"timeout"}'
+    // Waiting for its retry and running again: the error of the failed attempt stays.
+    const waiting = await update(retried.id, `error = '${failure}'`)
+    expect(waiting.error).toEqual({ message: 'upstream timed out', code: 'timeout' })
+    expect((await update(retried.id, "status = 'running'")).error).toEqual(waiting.error)
+    // Success: nothing of the failure outlives it.
+    expect((await update(retried.id, "status = 'completed'")).error).toBeNull()
+    expect((await insertJob({ status: 'completed', error: failure })).error).toBeNull()
+
+    for (const status of ['failed', 'cancelled']) {
+      const job = await insertJob({ error: failure })
+      expect((await update(job.id, 'status = $2', [status])).error).toEqual(waiting.error)
+    }
   })
 })
 

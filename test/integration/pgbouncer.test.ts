@@ -9,217 +9,25 @@
 //
 // Without a pgbouncer binary (apt-get install -y pgbouncer; or PGBOUNCER_BIN) the file reports
 // itself skipped, with the reason, and the rest of the suite runs.
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
-import { promisify } from 'node:util'
+import { join } from 'node:path'
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import pg from 'pg'
 import { createPool } from '../../src/db/pool.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import { findPgbouncer, startPgbouncer, type Bouncer } from '../helpers/pgbouncer.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
 
-const run = promisify(execFile)
-
 /** Server connections PgBouncer may open to the test database. */
 const SERVER_POOL_SIZE = 3
-
-// ---- Is there a pgbouncer we can run? Decided once, at load time. ----
-
-interface Runner {
-  bin: string
-  /** The user pgbouncer switches to with -u (it refuses to run as root), if we are root. */
-  runAs: { name: string; uid: number; gid: number } | undefined
-}
-
-async function findPgbouncer(): Promise<Runner | string> {
-  const candidates = [
-    process.env.PGBOUNCER_BIN,
-    '/usr/sbin/pgbouncer',
-    '/usr/bin/pgbouncer',
-    '/usr/local/bin/pgbouncer',
-    ...(process.env.PATH ?? '').split(delimiter).map((dir) => join(dir, 'pgbouncer')),
-  ].filter((c): c is string => !!c)
-  let bin: string | undefined
-  for (const candidate of new Set(candidates)) {
-    try {
-      await run(candidate, ['--version'], { timeout: 5000 })
-      bin = candidate
-      break
-    } catch {
-      // not there, or not runnable
-    }
-  }
-  if (!bin) return 'no pgbouncer binary (apt-get install -y pgbouncer, or set PGBOUNCER_BIN)'
-  if (process.getuid?.() !== 0) return { bin, runAs: undefined }
-  for (const name of ['postgres', 'nobody']) {
-    try {
-      const uid = Number((await run('id', ['-u', name])).stdout.trim())
-      const gid = Number((await run('id', ['-g', name])).stdout.trim())
-      return { bin, runAs: { name, uid, gid } }
-    } catch {
-      // no such user
-    }
-  }
-  return 'running as root and no "postgres" or "nobody" user for pgbouncer -u'
-}
 
 const found = await findPgbouncer()
 const runner = typeof found === 'string' ? undefined : found
 if (typeof found === 'string') console.warn(`pgbouncer.test.ts skipped: ${found}`)
 const d = runner ? describe : describe.skip
-
-// ---- Starting and stopping our own pgbouncer. ----
-
-interface Bouncer {
-  port: number
-  pid: number
-  /** A connection string for `database` through the pooler. */
-  url(database: string): string
-  /** One statement on the admin console (SHOW …), as the target's user. */
-  admin<T extends pg.QueryResultRow>(text: string): Promise<T[]>
-  log(): Promise<string>
-  stop(): Promise<void>
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-/** A libpq key=value value: quoted, with ' and \ escaped. */
-function connValue(value: string): string {
-  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`
-}
-
-async function startPgbouncer(runner: Runner, targetUrl: string, dir: string): Promise<Bouncer> {
-  const target = new URL(targetUrl)
-  const database = decodeURIComponent(target.pathname.slice(1))
-  const user = decodeURIComponent(target.username) || 'postgres'
-  const password = decodeURIComponent(target.password)
-  const host = target.searchParams.get('host') ?? target.hostname ?? '127.0.0.1'
-  const serverPort = target.port || '5432'
-  const port = await freePort()
-  const logfile = join(dir, 'pgbouncer.log')
-  const server = [
-    `host=${connValue(host.replace(/^\[(.*)\]$/, '$1'))}`,
-    `port=${serverPort}`,
-    `dbname=${connValue(database)}`,
-    `user=${connValue(user)}`,
-    ...(password ? [`password=${connValue(password)}`] : []),
-  ].join(' ')
-  const ini = [
-    '[databases]',
-    `${database} = ${server}`,
-    '',
-    '[pgbouncer]',
-    'listen_addr = 127.0.0.1',
-    `listen_port = ${port}`,
-    // No unix socket: nothing outside this test should find this pooler.
-    'unix_socket_dir =',
-    // Clients are trusted here; the server login uses the password above. auth_file lists
-    // the user, which trust still requires.
-    'auth_type = trust',
-    `auth_file = ${join(dir, 'userlist.txt')}`,
-    `admin_users = ${user}`,
-    'pool_mode = transaction',
-    `default_pool_size = ${SERVER_POOL_SIZE}`,
-    `max_db_connections = ${SERVER_POOL_SIZE}`,
-    'min_pool_size = 0',
-    'reserve_pool_size = 0',
-    'max_client_conn = 200',
-    // Not used in transaction mode anyway: state must not outlive a transaction.
-    'server_reset_query =',
-    // As in deploy/docker-compose.pgbouncer.yml. node-postgres never sends it (JDBC does);
-    // statement_timeout is deliberately NOT listed: see the test on startup parameters.
-    'ignore_startup_parameters = extra_float_digits',
-    'server_login_retry = 1',
-    `logfile = ${logfile}`,
-    `pidfile = ${join(dir, 'pgbouncer.pid')}`,
-    '',
-  ].join('\n')
-  const iniPath = join(dir, 'pgbouncer.ini')
-  await writeFile(iniPath, ini, { mode: 0o600 })
-  await writeFile(join(dir, 'userlist.txt'), `"${user.replace(/"/g, '""')}" ""\n`, {
-    mode: 0o600,
-  })
-  if (runner.runAs) {
-    for (const path of [dir, iniPath, join(dir, 'userlist.txt')])
-      await chown(path, runner.runAs.uid, runner.runAs.gid)
-  }
-
-  // Foreground (no -d): the child's PID is pgbouncer's, so afterAll stops exactly this one.
-  const args = [...(runner.runAs ? ['-u', runner.runAs.name] : []), iniPath]
-  const child: ChildProcess = spawn(runner.bin, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => resolve(code)),
-  )
-  let hasExited = false
-  void exited.then(() => (hasExited = true))
-  const readLog = () => readFile(logfile, 'utf8').catch(() => '')
-
-  const url = (db: string) => {
-    const u = new URL(`postgres://127.0.0.1:${port}/`)
-    u.username = encodeURIComponent(user)
-    u.pathname = `/${encodeURIComponent(db)}`
-    return u.toString()
-  }
-  const query = async <T extends pg.QueryResultRow>(db: string, text: string) => {
-    const client = new pg.Client({ connectionString: url(db) })
-    client.on('error', () => undefined)
-    await client.connect()
-    try {
-      return (await client.query<T>(text)).rows
-    } finally {
-      await client.end().catch(() => undefined)
-    }
-  }
-
-  // Ready once a query through the pooler reaches PostgreSQL.
-  const deadline = Date.now() + 15_000
-  for (;;) {
-    if (hasExited)
-      throw new Error(`pgbouncer exited at start-up:\n${stderr}\n${(await readLog()).slice(-2000)}`)
-    try {
-      await query(database, 'SELECT 1')
-      break
-    } catch (error) {
-      if (Date.now() > deadline) {
-        child.kill('SIGKILL')
-        throw new Error(`pgbouncer did not answer on ${port}\n${stderr}`, { cause: error })
-      }
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
-
-  return {
-    port,
-    pid: child.pid!,
-    url,
-    admin: (text) => query('pgbouncer', text),
-    log: readLog,
-    stop: async () => {
-      if (hasExited) return
-      // SIGTERM: immediate shutdown. Only this PID, never a name.
-      process.kill(child.pid!, 'SIGTERM')
-      const timer = setTimeout(() => !hasExited && process.kill(child.pid!, 'SIGKILL'), 5000)
-      await exited
-      clearTimeout(timer)
-    },
-  }
-}
 
 // ---- The tests. ----
 
@@ -287,7 +95,7 @@ d('jobwire behind PgBouncer in transaction mode', () => {
     await admin.end()
 
     dir = await mkdtemp(join(tmpdir(), 'jobwire-pgbouncer-'))
-    bouncer = await startPgbouncer(runner!, database.url, dir)
+    bouncer = await startPgbouncer(runner!, database.url, dir, { poolSize: SERVER_POOL_SIZE })
     pooledUrl = bouncer.url(database.name)
     service = await start({ LISTEN_DATABASE_URL: database.url })
     sql = new pg.Client({ connectionString: database.url })

@@ -78,6 +78,7 @@ describe('POST /v1/jobs', () => {
       eta_seconds: null,
       result: null,
       error: null,
+      last_error: null,
       attempts: 0,
       max_attempts: expect.any(Number),
       cancel_requested: false,

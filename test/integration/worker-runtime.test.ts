@@ -221,7 +221,7 @@ describe('the worker runtime', () => {
     expect(logged).toContainEqual({ count: expect.any(Number) as number })
   })
 
-  it('retries a failed attempt and then succeeds, keeping the error of the failed attempt', async () => {
+  it('retries a failed attempt and then succeeds, leaving no error behind', async () => {
     const type = jobType()
     const id = await insertJob(type)
     startWorker({
@@ -239,7 +239,7 @@ describe('the worker runtime', () => {
       status: 'completed',
       attempts: 2,
       result: { attempt: 2 },
-      error: { message: 'flaky upstream', code: 'E_FLAKY' },
+      error: null, // the failed attempt's error does not outlive the success
     })
     expect(listener.received.filter((n) => n.id === id).map((n) => n.status)).toEqual([
       'queued',
@@ -355,6 +355,73 @@ describe('the worker runtime', () => {
     expect(progressWrites).toBeGreaterThanOrEqual(2)
     expect(progressWrites).toBeLessThanOrEqual(2 + Math.ceil(elapsedMs / 250))
     expect(listener.received.filter((n) => n.id === id)).toHaveLength(version) // one NOTIFY per version
+  })
+
+  it('commits the last progress as a version of its own before complete, and nothing after', async () => {
+    // Every committed version of the row, as a watcher that misses none would see them: an
+    // AFTER trigger on this file's database logs each one in the writer's transaction.
+    await pool.query(`
+      CREATE TABLE version_log (id uuid, version bigint, status text, progress float8, step text);
+      CREATE FUNCTION log_version() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO version_log VALUES (NEW.id, NEW.version, NEW.status, NEW.progress, NEW.step);
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER log_version AFTER UPDATE ON job_queue FOR EACH ROW
+        WHEN (NEW.version IS DISTINCT FROM OLD.version) EXECUTE FUNCTION log_version();`)
+    try {
+      const type = jobType()
+      const id = await insertJob(type)
+      const reported: Array<[number, string]> = []
+      startWorker({
+        handlers: {
+          [type]: async (ctx) => {
+            for (let i = 1; i <= 10; i++) {
+              const value: [number, string] = [(i / 40) * 100, `step ${i}`]
+              reported.push([Math.round(value[0] * 100) / 100, value[1]])
+              ctx.progress(...value)
+              await delay(1) // 10 values 1 ms apart: merged into a few writes
+            }
+            // The last value comes just before the handler returns; 27.500000000000004 as
+            // computed, 27.5 as written.
+            ctx.progress((11 / 40) * 100, 'step 11')
+            reported.push([27.5, 'step 11'])
+            // A stray callback reporting after the handler returned is never written.
+            setTimeout(() => ctx.progress(99, 'too late'), 0)
+            return 'done'
+          },
+        },
+      })
+      await reaches(id, 'completed')
+      const { rows } = await pool.query<{
+        version: string
+        status: string
+        progress: number
+        step: string | null
+      }>('SELECT version, status, progress, step FROM version_log WHERE id = $1 ORDER BY version', [
+        id,
+      ])
+      // Consecutive versions: claim (2), the progress writes, complete.
+      expect(rows.map((r) => Number(r.version))).toEqual(rows.map((_, i) => i + 2))
+      expect(rows[0]).toMatchObject({ status: 'running', progress: 0 })
+      expect(rows.at(-1)).toMatchObject({ status: 'completed', progress: 100, step: 'step 11' })
+      const writes = rows.slice(1, -1)
+      expect(writes.at(-1)).toEqual({
+        version: String(Number(rows.at(-1)!.version) - 1),
+        status: 'running',
+        progress: 27.5,
+        step: 'step 11',
+      })
+      // Each write is a value the handler reported, in the order reported.
+      const order = writes.map((w) =>
+        reported.findIndex(([progress, step]) => progress === w.progress && step === w.step),
+      )
+      expect(order.every((index) => index >= 0)).toBe(true)
+      expect([...order].sort((a, b) => a - b)).toEqual(order)
+      expect(rows.some((r) => r.step === 'too late')).toBe(false)
+    } finally {
+      await pool.query('DROP TABLE version_log; DROP FUNCTION log_version() CASCADE')
+    }
   })
 
   it('writes the last progress before a failure', async () => {

@@ -24,6 +24,7 @@ function doc(id: string, version: number, patch: Partial<JobDocument> = {}): Job
     eta_seconds: null,
     result: null,
     error: null,
+    last_error: null,
     attempts: 1,
     max_attempts: 3,
     cancel_requested: false,

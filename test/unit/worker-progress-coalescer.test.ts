@@ -100,6 +100,44 @@ describe('ProgressCoalescer', () => {
     ])
   })
 
+  it('drain() writes the pending value at once and takes none after it', async () => {
+    const h = harness()
+    h.coalescer.push({ progress: 1 })
+    h.coalescer.push({ progress: 42, step: 'last' })
+    const drained = h.coalescer.drain()
+    // A handler's stray callback reporting after it returned: must not race the final write.
+    h.coalescer.push({ progress: 43 })
+    await jest.advanceTimersByTimeAsync(20)
+    await drained
+    h.coalescer.push({ progress: 44 })
+    await jest.advanceTimersByTimeAsync(1000)
+    expect(h.writes.map((w) => [w.at, w.value])).toEqual([
+      [0, { progress: 1 }],
+      [5, { progress: 42, step: 'last' }],
+    ])
+  })
+
+  it('drain() resolves only once a write in flight has finished', async () => {
+    const h = harness({ writeMs: 100 })
+    h.coalescer.push({ progress: 7 })
+    let isDrained = false
+    void h.coalescer.drain().then(() => (isDrained = true))
+    await jest.advanceTimersByTimeAsync(99)
+    expect(isDrained).toBe(false)
+    await jest.advanceTimersByTimeAsync(1)
+    expect(isDrained).toBe(true)
+    expect(h.writes).toHaveLength(1)
+  })
+
+  it('rounds progress to 2 decimals, the precision the database keeps', async () => {
+    const h = harness()
+    for (const progress of [(11 / 40) * 100, 57.49999999999999, 100 / 3]) {
+      h.coalescer.push({ progress }) // the first is 27.500000000000004
+      await jest.advanceTimersByTimeAsync(300)
+    }
+    expect(h.writes.map((w) => w.value.progress)).toEqual([27.5, 57.5, 33.33])
+  })
+
   it('reports a failed write and carries on with the next value', async () => {
     const h = harness({ fail: (v) => v.progress === 1 })
     h.coalescer.push({ progress: 1 })
