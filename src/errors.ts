@@ -35,7 +35,9 @@ export class UnauthorizedError extends AppError {
   readonly status = 401
   readonly type = 'unauthorized'
   readonly title = 'Authentication required'
-  override readonly headers = { 'www-authenticate': 'Bearer realm="jobwire"' }
+  override readonly headers: Record<string, string> = {
+    'www-authenticate': 'Bearer realm="jobwire"',
+  }
 }
 
 export class ForbiddenError extends AppError {

@@ -2,14 +2,14 @@
 // explicit algorithm allow-list, issuer and audience) and jobwire's own watch tokens
 // (HS256 share links scoped to one job, read-only). Keys become KeyObjects once, at
 // start-up: jsonwebtoken given a string secret tries it as a PEM on every call (BENCH.md).
-import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto'
+import { createPublicKey, createSecretKey, hkdfSync, type KeyObject } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import jwt from 'jsonwebtoken'
 import passport from 'passport'
 import { Strategy as JwtStrategy } from 'passport-jwt'
 import jwksRsa from 'jwks-rsa'
 import { z } from 'zod'
-import type { Config } from '../config/index.js'
+import type { Config, JwtKeyConfig } from '../config/index.js'
 import type { Principal } from '../db/tenant-transaction.js'
 import { ForbiddenError, UnauthorizedError } from '../errors.js'
 import { QUERY } from '../protocol/http.js'
@@ -221,6 +221,42 @@ function keyProvider(
     case 'none':
       return (_req, _raw, done) => done(new Error('no JWT key is configured'))
   }
+}
+
+/** The keys the authenticator runs with, once the configuration is resolved. */
+export interface AuthKeys {
+  jwt: Exclude<JwtKeyConfig, { kind: 'none' }>
+  watchTokenSecret: string
+  /** True when no JWT key is configured and a development key was generated (never in production). */
+  isDevelopmentKey: boolean
+}
+
+/**
+ * The configured JWT key, or (development only) the generated one; the watch-token key is
+ * WATCH_TOKEN_SECRET, else derived from JWT_SECRET with HKDF, else the generated one.
+ * `developmentSecrets` loads (or creates) the generated keys; it is called only when needed.
+ */
+export function resolveAuthKeys(
+  config: Pick<Config, 'jwt' | 'WATCH_TOKEN_SECRET'>,
+  developmentSecrets: () => { jwtSecret: string; watchTokenSecret: string },
+): AuthKeys {
+  const jwtKey =
+    config.jwt.kind === 'none'
+      ? { kind: 'secret' as const, secret: developmentSecrets().jwtSecret, algorithms: ['HS256'] }
+      : config.jwt
+  const watchTokenSecret =
+    config.WATCH_TOKEN_SECRET ??
+    (jwtKey.kind === 'secret'
+      ? deriveWatchSecret(jwtKey.secret)
+      : developmentSecrets().watchTokenSecret)
+  return { jwt: jwtKey, watchTokenSecret, isDevelopmentKey: config.jwt.kind === 'none' }
+}
+
+/** Watch tokens get their own key, derived from JWT_SECRET when none is configured. */
+function deriveWatchSecret(jwtSecret: string): string {
+  return Buffer.from(hkdfSync('sha256', jwtSecret, 'jobwire', 'watch-token-v1', 32)).toString(
+    'base64url',
+  )
 }
 
 /** Maps (configurable) claim names to a principal, or returns why it cannot. */

@@ -1,54 +1,35 @@
-// Express glue for the Authenticator: authenticates a request once (the first handler of
-// the rate-limit chain, src/http/rate-limit.ts) and keeps the principal on the request for
-// the handlers.
+// Express glue for admission (src/http/admission.ts): which token sources an express route
+// takes, and the principal kept on the request for its handlers.
 import type { Request } from 'express'
 import type { Principal } from '../db/tenant-transaction.js'
-import type { Authenticator, TokenSource } from './auth.js'
-import { MEDIA_TYPE, QUERY } from '../protocol/http.js'
+import type { TokenSource } from './auth.js'
 
 const PRINCIPAL = Symbol('jobwire.principal')
 
 type RequestWithPrincipal = Request & { [PRINCIPAL]?: Principal }
 
-/** Authenticates a /v1 request; stream, wait and WebSocket requests may use ?token=. */
-export async function authenticateRequest(auth: Authenticator, req: Request): Promise<Principal> {
-  const principal = await auth.authenticate(req, tokenSourceFor(req))
+export function setPrincipal(req: Request, principal: Principal): void {
   ;(req as RequestWithPrincipal)[PRINCIPAL] = principal
-  return principal
 }
 
-export function hasPrincipal(req: Request): boolean {
-  return (req as RequestWithPrincipal)[PRINCIPAL] !== undefined
-}
-
+// The stream paths belong to the edge; one that reaches express anyway (a plain GET of
+// /v1/ws, a stream path with another method) takes its token where the edge would.
 const STREAM_PATH = /^\/v1\/(?:events|ws|jobs\/[^/]+\/(?:events|wait))\/?$/
 
 export function tokenSourceFor(req: Request): TokenSource {
   if (req.method !== 'GET') return 'header'
-  if (STREAM_PATH.test(req.baseUrl + req.path) || wantsStream(req)) return 'header-or-query'
-  return 'header'
+  return STREAM_PATH.test(req.baseUrl + req.path) ? 'header-or-query' : 'header'
 }
 
-/** `GET /v1/jobs/:id` streams with Accept: text/event-stream, ?stream=true or a WebSocket upgrade. */
-export function wantsStream(req: Request): boolean {
-  const stream = req.query[QUERY.stream]
-  return (
-    stream === 'true' ||
-    stream === '1' ||
-    (req.headers.accept ?? '').includes(MEDIA_TYPE.eventStream) ||
-    (req.headers.upgrade ?? '').toLowerCase() === 'websocket'
-  )
-}
-
-/** The principal, when the request was authenticated (logging asks before and after). */
+/** The principal, when the request was admitted (the request log asks at its end). */
 export function findPrincipal(req: Request): Principal | undefined {
   return (req as RequestWithPrincipal)[PRINCIPAL]
 }
 
-/** The principal set by authenticateRequest(); a route without it is a programming error. */
+/** The principal admission set; a route without it is a programming error. */
 export function principalOf(req: Request): Principal {
   const principal = findPrincipal(req)
   if (!principal)
-    throw new Error(`route ${req.method} ${req.path} is not behind the authentication middleware`)
+    throw new Error(`route ${req.method} ${req.path} is not behind the admission middleware`)
   return principal
 }

@@ -3,6 +3,7 @@
 // SQL or internals; it is logged with the request id.
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express'
 import type { ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import {
   AppError,
   PayloadTooLargeError,
@@ -11,7 +12,7 @@ import {
   ValidationError,
 } from '../errors.js'
 import { translateDbError } from '../db/errors.js'
-import { MEDIA_TYPE, PROBLEM_BASE } from '../protocol/http.js'
+import { HEADER, MEDIA_TYPE, PROBLEM_BASE } from '../protocol/http.js'
 import type { Logger } from '../telemetry/logger.js'
 
 export interface ProblemDocument {
@@ -34,19 +35,51 @@ export function toProblem(error: AppError, instance?: string): ProblemDocument {
   }
 }
 
-/** Writes a problem on a raw node response (also used before a stream opens). */
+/** The status, headers and body of a problem response: what every sink below writes. */
+export function problemResponse(
+  error: AppError,
+  instance?: string,
+): { status: number; headers: Record<string, string>; body: string } {
+  const body = JSON.stringify(toProblem(error, instance))
+  return {
+    status: error.status,
+    headers: {
+      ...error.headers,
+      'content-type': MEDIA_TYPE.problem,
+      'cache-control': 'no-store',
+      'content-length': String(Buffer.byteLength(body)),
+    },
+    body,
+  }
+}
+
+/** Writes a problem on a node response (express routes, the edge, before a stream opens). */
 export function writeProblem(res: ServerResponse, error: AppError, instance?: string): void {
   if (res.headersSent) {
     res.destroy()
     return
   }
-  const body = JSON.stringify(toProblem(error, instance))
-  res.statusCode = error.status
-  for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value)
-  res.setHeader('content-type', MEDIA_TYPE.problem)
-  res.setHeader('cache-control', 'no-store')
-  res.setHeader('content-length', Buffer.byteLength(body))
+  const { status, headers, body } = problemResponse(error, instance)
+  res.statusCode = status
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value)
   res.end(body)
+}
+
+/**
+ * Answers a refused WebSocket upgrade on its raw socket with the same problem response, the
+ * `headers` every response carries first (security headers, request id), and closes it.
+ */
+export function writeUpgradeProblem(
+  socket: Duplex,
+  error: AppError,
+  headers: ReadonlyArray<readonly [string, string]>,
+): void {
+  const problem = problemResponse(error)
+  const lines = [`HTTP/1.1 ${problem.status} ${error.title}`]
+  for (const [name, value] of headers) lines.push(`${name}: ${value}`)
+  for (const [name, value] of Object.entries(problem.headers)) lines.push(`${name}: ${value}`)
+  lines.push('connection: close')
+  socket.end(`${lines.join('\r\n')}\r\n\r\n${problem.body}`)
 }
 
 interface BodyParserError {
@@ -92,17 +125,32 @@ export function asAppError(error: unknown): AppError | undefined {
   return undefined
 }
 
+/**
+ * The one way an error becomes a response, for express and the edge: an AppError (or what
+ * maps to one) as its problem, anything else as a 500 that says nothing about internals.
+ * Both 5xx kinds are logged with the request id.
+ */
+export function answerError(
+  logger: Logger,
+  res: ServerResponse,
+  error: unknown,
+  instance: string,
+  requestId: unknown,
+): void {
+  const appError = asAppError(error)
+  if (appError) {
+    // A 503 for a database that cannot answer now: its cause is worth a line.
+    if (appError.status >= 500) logger.warn({ err: error, reqId: requestId }, appError.title)
+    writeProblem(res, appError, instance)
+    return
+  }
+  logger.error({ err: error, reqId: requestId }, 'unhandled error')
+  writeProblem(res, new InternalError(), instance)
+}
+
 export function problemHandler(logger: Logger): ErrorRequestHandler {
   return (error: unknown, req, res: Response, _next) => {
-    const appError = asAppError(error)
-    if (appError) {
-      // A 503 for a database that cannot answer now: its cause is worth a line.
-      if (appError.status >= 500) logger.warn({ err: error, reqId: req.id }, appError.title)
-      writeProblem(res, appError, req.originalUrl.split('?')[0])
-      return
-    }
-    logger.error({ err: error, reqId: req.id }, 'unhandled error')
-    writeProblem(res, new InternalError(), req.originalUrl.split('?')[0])
+    answerError(logger, res, error, req.originalUrl.split('?')[0]!, requestIdOf(res))
   }
 }
 
@@ -119,4 +167,9 @@ class InternalError extends AppError {
       'Something went wrong on our side. Quote the request id (X-Request-Id) when you report it.',
     )
   }
+}
+
+/** The request id the response echoes (set when the request started). */
+function requestIdOf(res: ServerResponse): unknown {
+  return res.getHeader(HEADER.requestId)
 }

@@ -1,28 +1,23 @@
-// WebSocket endpoints on the HTTP server's `upgrade` event: `GET /v1/ws` (multiplexed,
-// SPEC §9) and `GET /v1/jobs/:id` with an upgrade (one job, the form existing clients use).
-// Authentication, caps and the first authorising read happen before or right after the
-// handshake; a job that cannot be subscribed gets an `error` message and the connection
-// stays open. Repeated garbage closes the connection with 1008.
-import type { IncomingMessage, Server } from 'node:http'
-import type { Duplex } from 'node:stream'
+// WebSocket endpoints, taking upgrades the edge admitted (src/http/edge.ts): `GET /v1/ws`
+// (multiplexed) and `GET /v1/jobs/:id` with an upgrade (one job, the form existing clients
+// use). The caps are checked before the handshake, the authorising read right after it; a
+// job that cannot be subscribed gets an `error` message and the connection stays open.
+// Repeated garbage closes the connection with 1008.
 import { WebSocketServer, type RawData, type WebSocket } from 'ws'
 import { z } from 'zod'
 import type { Config } from '../config/index.js'
 import { translateDbError } from '../db/errors.js'
 import type { Principal } from '../db/tenant-transaction.js'
-import { AppError, RouteNotFoundError, ValidationError } from '../errors.js'
+import { AppError } from '../errors.js'
 import type { Multiplexer } from '../transports/multiplexer.js'
 import { WsConnection, WsHeartbeat, WS_CLOSE } from '../transports/ws.js'
-import type { Authenticator } from './auth.js'
 import type { RateLimits } from './rate-limit.js'
-import { toProblem } from './problem.js'
-import { jobIdSchema } from './schemas.js'
+import type { UpgradeRequest } from './edge.js'
 import { subscribeJobs, subscriptionCost, type StreamDeps } from './subscribe.js'
 import type { SlotLease } from './stream-slots.js'
 import type { Logger } from '../telemetry/logger.js'
 
 export interface WsServerDeps extends StreamDeps {
-  auth: Authenticator
   logger: Logger
   config: Pick<
     Config,
@@ -33,7 +28,7 @@ export interface WsServerDeps extends StreamDeps {
     | 'STREAM_HIGH_WATER_BYTES'
   >
   /** The request rate limits, shared with the express routes. */
-  rateLimits?: Pick<RateLimits, 'checkUpgrade' | 'charge'>
+  rateLimits?: Pick<RateLimits, 'charge'>
   onWsBytes?(bytes: number): void
 }
 
@@ -65,9 +60,14 @@ interface SubscribeFailure {
   detail: string
 }
 
-const SINGLE_JOB_PATH = /^\/v1\/jobs\/([^/?#]+)\/?$/
+export interface WebSockets {
+  /** Takes an admitted upgrade (src/http/edge.ts): its stream slots, then the handshake. */
+  upgrade(request: UpgradeRequest): Promise<void>
+  /** Shutdown: every socket is told the server is going away. */
+  close(): void
+}
 
-export function attachWebSockets(server: Server, deps: WsServerDeps): { close(): void } {
+export function createWebSockets(deps: WsServerDeps): WebSockets {
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: deps.config.WS_MAX_MESSAGE_BYTES,
@@ -76,50 +76,22 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
   const heartbeat = new WsHeartbeat(deps.config.WS_PING_INTERVAL_MS)
   const clientMessageSchema = clientMessageSchemaFor(deps.config.WS_MAX_SUBSCRIPTIONS)
 
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    void handleUpgrade(req, socket, head).catch((error: unknown) => {
-      deps.logger.warn({ err: error }, 'websocket upgrade failed')
-      socket.destroy()
-    })
-  })
-
-  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0]!
-    const single = SINGLE_JOB_PATH.exec(path)
-    if (path !== '/v1/ws' && !single)
-      return rejectUpgrade(socket, new RouteNotFoundError(`No WebSocket endpoint at ${path}.`))
-    let principal: Principal | undefined
-    let singleJob: string | undefined
+  async function upgrade(request: UpgradeRequest): Promise<void> {
+    const { req, socket, head, principal, jobId } = request
     let slots: SlotLease
     try {
-      principal = await deps.auth
-        .authenticate(req, 'header-or-query')
-        .catch(async (error: unknown) => {
-          // A failed authentication counts against the address, as on every other route.
-          await deps.rateLimits?.checkUpgrade(undefined, req.socket.remoteAddress)
-          throw error
-        })
-      await deps.rateLimits?.checkUpgrade(principal, req.socket.remoteAddress)
-      if (single) {
-        const parsed = jobIdSchema.safeParse(decodeURIComponent(single[1]!))
-        if (!parsed.success)
-          throw new ValidationError('path.id: expected a UUID', [
-            { name: 'path.id', reason: 'expected a UUID' },
-          ])
-        singleJob = parsed.data
-      }
       slots = await deps.slots.acquire(principal)
     } catch (error) {
-      return rejectUpgrade(
-        socket,
-        error instanceof AppError ? error : new ValidationError('Bad WebSocket request.'),
-      )
+      if (!(error instanceof AppError)) throw error
+      return request.refuse(error)
     }
-    const authorised = principal
     // Without verifyClient, ws completes (or aborts) the handshake before handleUpgrade()
     // returns: the connection is in the registry by then, and the slot can go.
     try {
-      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, authorised, singleJob, slots))
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        request.opened(new Promise((resolve) => ws.once('close', () => resolve())))
+        onConnection(ws, principal, jobId, slots)
+      })
     } finally {
       slots.release() // unless the connection holds them
     }
@@ -272,23 +244,11 @@ export function attachWebSockets(server: Server, deps: WsServerDeps): { close():
   }
 
   return {
+    upgrade,
     close() {
       heartbeat.stop()
       for (const client of wss.clients) client.close(WS_CLOSE.goingAway, 'server shutting down')
       wss.close()
     },
   }
-}
-
-/** Answers a refused upgrade with a plain HTTP problem response and closes the socket. */
-function rejectUpgrade(socket: Duplex, error: AppError): void {
-  const body = JSON.stringify(toProblem(error))
-  const headers = [
-    `HTTP/1.1 ${error.status} ${error.title}`,
-    'Content-Type: application/problem+json',
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    ...Object.entries(error.headers).map(([k, v]) => `${k}: ${v}`),
-    'Connection: close',
-  ]
-  socket.end(`${headers.join('\r\n')}\r\n\r\n${body}`)
 }

@@ -77,7 +77,7 @@ function spellsJwt(run: string): boolean {
  * with tokens masked in the message and stack (an error message may quote a URL).
  */
 export function serializeError(error: unknown): unknown {
-  // pino-http hands over errors it already serialized: those are plain objects.
+  // An error already serialized (a plain object) is masked as it is.
   const serialized: unknown = error instanceof Error ? pino.stdSerializers.err(error) : error
   if (typeof serialized !== 'object' || serialized === null) return serialized
   const out: Record<string, unknown> = {}

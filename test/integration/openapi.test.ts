@@ -1,7 +1,8 @@
-// /openapi.json: a valid OpenAPI 3.1 document that lists exactly the routes the express
-// router has (plus the WebSocket endpoint, which lives on the server's upgrade event).
+// /openapi.json: a valid OpenAPI 3.1 document that lists exactly the routes the service
+// answers: the edge's hot routes (WebSocket included) and the express router's.
 import { Validator } from '@seriousme/openapi-schema-validator'
 import type { Express } from 'express'
+import { EDGE_ROUTES } from '../../src/http/edge.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { startTestService, type TestService } from '../helpers/service.js'
 
@@ -72,15 +73,12 @@ it('is a valid OpenAPI 3.1 document', async () => {
   expect(result.valid).toBe(true)
 })
 
-it('documents every route the router has, and no route it lacks', () => {
-  const app = service.server.listeners('request')[0] as Express
-  const routed = expressRoutes(app)
+it('documents every route the edge and express serve, and no route they lack', () => {
+  const routed = [...new Set([...expressRoutes(service.app), ...EDGE_ROUTES])].sort()
   expect(routed).toEqual(
     expect.arrayContaining(['get /healthz', 'post /v1/jobs', 'get /v1/jobs/{id}/wait']),
   )
-  expect(documentedRoutes()).toEqual(expect.arrayContaining(routed))
-  // The WebSocket endpoint is served on the HTTP server's upgrade event, not by express.
-  expect(documentedRoutes().filter((r) => !routed.includes(r))).toEqual(['get /v1/ws'])
+  expect(documentedRoutes()).toEqual(routed)
 })
 
 it('describes the job document, problems and both ways to send a token', () => {

@@ -1,8 +1,7 @@
 // Which address is the client: the socket's peer unless TRUST_PROXY trusts it, for express
-// and the raw upgrade path alike; and the per-IP limit of WebSocket upgrades keyed on it.
+// and the raw upgrade path alike; and the per-IP limit of failed authentications keyed on it.
 import type { IncomingMessage } from 'node:http'
 import { clientAddressOf, compileTrustProxy } from '../../src/http/client-address.js'
-import type { Authenticator } from '../../src/http/auth.js'
 import { createRateLimits } from '../../src/http/rate-limit.js'
 import { TooManyRequestsError } from '../../src/errors.js'
 
@@ -52,36 +51,38 @@ describe('clientAddressOf', () => {
   })
 })
 
-describe("the WebSocket upgrade's per-IP limit", () => {
-  const limitsFor = (trustProxy: string) =>
-    createRateLimits({} as Authenticator, {
+describe('the per-IP limit of failed authentications (requests and upgrades alike)', () => {
+  const limitsFor = (trustProxy: string) => {
+    const limits = createRateLimits({
       config: {
         RATE_LIMIT_WINDOW_MS: 60_000,
         RATE_LIMIT_PER_USER: 0,
         RATE_LIMIT_PER_TENANT: 0,
         RATE_LIMIT_PER_IP: 2,
         RATE_LIMIT_PER_WATCH_JOB: 0,
-        TRUST_PROXY: trustProxy,
       },
     })
+    const trust = compileTrustProxy(trustProxy)
+    return (req: IncomingMessage) => limits.admit(undefined, clientAddressOf(req, trust))
+  }
 
   it('keys a local client on its socket address whatever it forwards, by default', async () => {
-    const limits = limitsFor('false')
-    await limits.checkUpgrade(undefined, request('127.0.0.1', '203.0.113.1'))
-    await limits.checkUpgrade(undefined, request('127.0.0.1', '203.0.113.2'))
-    await expect(
-      limits.checkUpgrade(undefined, request('127.0.0.1', '203.0.113.3')),
-    ).rejects.toBeInstanceOf(TooManyRequestsError)
+    const failedFrom = limitsFor('false')
+    await failedFrom(request('127.0.0.1', '203.0.113.1'))
+    await failedFrom(request('127.0.0.1', '203.0.113.2'))
+    await expect(failedFrom(request('127.0.0.1', '203.0.113.3'))).rejects.toBeInstanceOf(
+      TooManyRequestsError,
+    )
   })
 
   it('keys on the forwarded client behind a trusted proxy', async () => {
-    const limits = limitsFor('loopback')
+    const failedFrom = limitsFor('loopback')
     for (let i = 0; i < 2; i++) {
-      await limits.checkUpgrade(undefined, request('127.0.0.1', '203.0.113.1'))
-      await limits.checkUpgrade(undefined, request('127.0.0.1', '203.0.113.2'))
+      await failedFrom(request('127.0.0.1', '203.0.113.1'))
+      await failedFrom(request('127.0.0.1', '203.0.113.2'))
     }
-    await expect(
-      limits.checkUpgrade(undefined, request('127.0.0.1', '203.0.113.1')),
-    ).rejects.toBeInstanceOf(TooManyRequestsError)
+    await expect(failedFrom(request('127.0.0.1', '203.0.113.1'))).rejects.toBeInstanceOf(
+      TooManyRequestsError,
+    )
   })
 })

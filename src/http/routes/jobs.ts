@@ -1,7 +1,8 @@
-// REST routes on jobs: create, list, read, cancel. Streams and long-poll hang off the same
-// paths in their own modules; this one is plain request/response.
+// REST routes on jobs: create, list and cancel (express), and the document read that the edge
+// serves (documentHandler). Streams and long-poll hang off the same paths in their own
+// modules; this one is plain request/response.
 import { createHash } from 'node:crypto'
-import { Router, type Request, type Response } from 'express'
+import { Router, type Response } from 'express'
 import {
   cancelQueuedJob,
   findJobByIdempotencyKey,
@@ -31,6 +32,7 @@ import {
 } from '../schemas.js'
 import { parseRequest } from '../validation.js'
 import { principalOf } from '../authenticate.js'
+import type { EdgeHandler } from '../edge.js'
 
 export interface JobRoutesDeps {
   db: Db
@@ -45,8 +47,7 @@ export function etagOf(version: number): string {
 }
 
 /** True when If-None-Match names this version (or is `*`). */
-export function matchesEtag(req: Request, version: number): boolean {
-  const header = req.headers['if-none-match']
+function matchesEtag(header: string | undefined, version: number): boolean {
   if (!header) return false
   const etag = etagOf(version)
   return header.split(',').some((tag) => {
@@ -55,19 +56,41 @@ export function matchesEtag(req: Request, version: number): boolean {
   })
 }
 
-export function sendDocument(res: Response, doc: JobDocument, status = 200): void {
+function sendDocument(res: Response, doc: JobDocument, status = 200): void {
   res.status(status).set('etag', etagOf(doc.version)).set('cache-control', CACHE_CONTROL).json(doc)
 }
 
-export async function readJobOr404(
-  db: Db,
-  principal: Principal,
-  jobId: string,
-): Promise<JobDocument> {
+async function readJobOr404(db: Db, principal: Principal, jobId: string): Promise<JobDocument> {
   assertCanRead(principal, jobId)
   const row = await readVisibleJob(db, principal, jobId)
   if (!row) throw new JobNotFoundError(jobId)
   return toJobDocument(row)
+}
+
+/**
+ * `GET /v1/jobs/:id`, served by the edge: the document with its ETag, or 304 when
+ * If-None-Match names its version. The same headers express's res.json() wrote.
+ */
+export function documentHandler(db: Db): EdgeHandler {
+  return async ({ req, res, principal, id: rawId }) => {
+    const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
+    const doc = await readJobOr404(db, principal, id)
+    const etag = etagOf(doc.version)
+    if (matchesEtag(req.headers['if-none-match'], doc.version)) {
+      // A 304 repeats the validators and caching headers the 200 would carry (RFC 9110 §15.4.5).
+      res.writeHead(304, { etag, 'cache-control': CACHE_CONTROL }).end()
+      return
+    }
+    const body = JSON.stringify(doc)
+    res
+      .writeHead(200, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': String(Buffer.byteLength(body)),
+        etag,
+        'cache-control': CACHE_CONTROL,
+      })
+      .end(body)
+  }
 }
 
 export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
@@ -146,18 +169,6 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
           ? encodeCursor({ createdAt: last.cursor_created_at, id: last.id })
           : null,
     })
-  })
-
-  router.get(`${API_PREFIX}/jobs/:id`, async (req, res) => {
-    const principal = principalOf(req)
-    const { id } = parseRequest(jobParamsSchema, req.params, 'path')
-    const doc = await readJobOr404(db, principal, id)
-    if (matchesEtag(req, doc.version)) {
-      // A 304 repeats the validators and caching headers the 200 would carry (RFC 9110 §15.4.5).
-      res.status(304).set('etag', etagOf(doc.version)).set('cache-control', CACHE_CONTROL).end()
-      return
-    }
-    sendDocument(res, doc)
   })
 
   router.post(`${API_PREFIX}/jobs/:id/cancel`, async (req, res) => {

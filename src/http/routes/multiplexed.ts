@@ -9,7 +9,7 @@
 //   * feed: resume replays jobs changed since the last event (minus a 5 s margin for
 //     transactions that committed late), up to FEED_RESUME_MAX_JOBS; beyond that a `reset`
 //     event tells the client to re-list.
-import { Router, type Response } from 'express'
+import type { ServerResponse } from 'node:http'
 import { z } from 'zod'
 import type { Config } from '../../config/index.js'
 import { listChangedSince } from '../../db/jobs.js'
@@ -17,12 +17,12 @@ import { withTenant, type Principal } from '../../db/tenant-transaction.js'
 import { ValidationError } from '../../errors.js'
 import { isTerminalStatus } from '../../protocol/job.js'
 import { toJobDocument } from '../../events/document.js'
-import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
+import { HEADER, QUERY } from '../../protocol/http.js'
 import { SSE_HEADERS, sseFrame } from '../../transports/sse-frame.js'
 import { SseMuxStream } from '../../transports/sse-mux.js'
 import { parseFeedResumeId, parseJobsResumeId } from '../../protocol/resume-id.js'
 import { assertUserToken } from '../auth.js'
-import { principalOf } from '../authenticate.js'
+import type { EdgeHandler } from '../edge.js'
 import { subscribeJobs, subscriptionCost, type StreamDeps } from '../subscribe.js'
 import type { RateLimits } from '../rate-limit.js'
 import { NO_SLOTS, type SlotLease } from '../stream-slots.js'
@@ -44,8 +44,8 @@ export interface MultiplexedRouteDeps extends StreamDeps {
   rateLimits?: Pick<RateLimits, 'charge'>
 }
 
-export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
-  const router = Router()
+/** `GET /v1/events`: many jobs (`?jobs=`) or the tenant feed, over one SSE response. */
+export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
   const { config } = deps
   const querySchema = z.object({
     [QUERY.jobs]: z
@@ -71,27 +71,33 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
   })
 
-  router.get(`${API_PREFIX}/events`, async (req, res) => {
-    const principal = principalOf(req)
-    const query = parseRequest(querySchema, req.query, 'query')
+  const handle: EdgeHandler = async ({
+    req,
+    res,
+    principal,
+    query: rawQuery,
+    isHead,
+    streamOpened,
+  }) => {
+    const query = parseRequest(querySchema, rawQuery, 'query')
     const lastEventId = (req.headers[HEADER.lastEventId] as string | undefined) ?? query.lastEventId
     if (!query.jobs) assertUserToken(principal, 'open the tenant feed')
     else await deps.rateLimits?.charge(principal, subscriptionCost(query.jobs.length) - 1)
     // A HEAD is authorised like a GET but opens no stream: it takes no slot.
-    const isHead = req.method === 'HEAD'
     const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
     try {
       await serve(principal, query, lastEventId, res, slots, isHead)
+      if (res.headersSent && !res.writableEnded) streamOpened()
     } finally {
       slots.release() // unless the open stream holds them
     }
-  })
+  }
 
   async function serve(
     principal: Principal,
     query: z.infer<typeof querySchema>,
     lastEventId: string | undefined,
-    res: Response,
+    res: ServerResponse,
     slots: SlotLease,
     isHead: boolean,
   ): Promise<void> {
@@ -177,7 +183,7 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
       for (const o of ok) o.watch.cancel()
       mux.close()
       if (!res.destroyed) {
-        if (isAllSeen) res.status(204).end()
+        if (isAllSeen) res.writeHead(204).end()
         else res.writeHead(200, SSE_HEADERS).end()
       }
       return
@@ -208,5 +214,5 @@ export function multiplexedRoutes(deps: MultiplexedRouteDeps): Router {
     }
   }
 
-  return router
+  return handle
 }

@@ -1,18 +1,18 @@
-// Streaming routes on one job: SSE (`/v1/jobs/:id/events`, or `GET /v1/jobs/:id` with
-// Accept: text/event-stream or ?stream=true) and long-poll (`/v1/jobs/:id/wait`). Every
-// decision that can fail (auth, validation, 404, caps) is made before any stream byte.
+// The edge's handlers for one job's streams: SSE (`/v1/jobs/:id/events`, or `GET
+// /v1/jobs/:id` with Accept: text/event-stream or ?stream=true) and long-poll
+// (`/v1/jobs/:id/wait`). Every decision that can fail (auth, validation, 404, caps) is made
+// before any stream byte.
 import { randomUUID } from 'node:crypto'
-import { Router, type Request, type Response } from 'express'
 import { z } from 'zod'
 import type { Config } from '../../config/index.js'
 import { JobNotFoundError } from '../../errors.js'
-import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
+import { HEADER, QUERY } from '../../protocol/http.js'
 import { isTerminalStatus, type JobDocument } from '../../protocol/job.js'
 import { LongPollWaiter, type WaitOutcome } from '../../transports/longpoll.js'
 import { SSE_FORMATS, SseJobStream } from '../../transports/sse.js'
 import { SSE_HEADERS } from '../../transports/sse-frame.js'
 import { NO_SLOTS } from '../stream-slots.js'
-import { principalOf, wantsStream } from '../authenticate.js'
+import type { EdgeHandler } from '../edge.js'
 import { writeProblem } from '../problem.js'
 import { jobParamsSchema } from '../schemas.js'
 import { parseVersion, subscribeJob, type StreamDeps } from '../subscribe.js'
@@ -71,20 +71,31 @@ function waitAnswer(doc: JobDocument, isReady: boolean): WaitAnswer {
   })
 }
 
-export function streamRoutes(deps: StreamRouteDeps): Router {
-  const router = Router()
+/** The SSE stream of one job: `/v1/jobs/:id/events`, and `GET /v1/jobs/:id` as a stream. */
+export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
   const { config } = deps
-
-  const openSse = async (req: Request, res: Response) => {
-    const principal = principalOf(req)
-    const { id } = parseRequest(jobParamsSchema, req.params, 'path')
-    const query = parseRequest(sseQuerySchema, req.query, 'query')
+  return async ({ req, res, principal, id: rawId, query: rawQuery, isHead, streamOpened }) => {
+    const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
+    const query = parseRequest(sseQuerySchema, rawQuery, 'query')
     const resumeFrom = parseVersion(req.headers[HEADER.lastEventId] ?? query.lastEventId)
     // Taken before the authorising read: concurrent opens cannot all pass the cap. A HEAD
     // is authorised like a GET but opens no stream, so it takes no slot.
-    const isHead = req.method === 'HEAD'
     const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
     try {
+      const watch = await subscribeJob(deps, principal, id)
+      if (res.destroyed || res.writableEnded) return watch.cancel()
+      const doc = watch.state.current!
+      // The client already has the final version: 204 tells EventSource to stop reconnecting.
+      if (isTerminalStatus(doc.status) && resumeFrom !== undefined && resumeFrom >= doc.version) {
+        watch.cancel()
+        res.writeHead(204).end()
+        return
+      }
+      if (isHead) {
+        watch.cancel()
+        res.writeHead(200, SSE_HEADERS).end()
+        return
+      }
       const stream = new SseJobStream(res, {
         format: query.format ?? 'patch',
         retryMs: config.SSE_RETRY_MS,
@@ -96,55 +107,35 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
         onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
         onEvent: deps.onEventDelivered && (() => deps.onEventDelivered!('sse')),
       })
-      const watch = await subscribeJob(deps, principal, id)
-      if (res.destroyed || res.writableEnded) return watch.cancel()
-      const doc = watch.state.current!
-      // The client already has the final version: 204 tells EventSource to stop reconnecting.
-      if (isTerminalStatus(doc.status) && resumeFrom !== undefined && resumeFrom >= doc.version) {
-        watch.cancel()
-        res.status(204).end()
-        return
-      }
-      if (isHead) {
-        watch.cancel()
-        res.writeHead(200, SSE_HEADERS).end()
-        return
-      }
       stream.open(
         watch,
         deps.registry,
         resumeFrom !== undefined && resumeFrom <= doc.version ? resumeFrom : undefined,
       )
+      streamOpened()
     } finally {
       slots.release() // unless the open stream holds them
     }
   }
+}
 
-  router.get(`${API_PREFIX}/jobs/:id/events`, openSse)
-  router.get(`${API_PREFIX}/jobs/:id`, async (req, res, next) => {
-    // A WebSocket upgrade never reaches express (the server's upgrade handler takes it).
-    if (!wantsStream(req)) return next()
-    await openSse(req, res)
-  })
-
+/** `GET /v1/jobs/:id/wait`: long-poll. */
+export function waitHandler(deps: StreamRouteDeps): EdgeHandler {
+  const { config } = deps
   const waitQuerySchema = waitQuerySchemaFor(config)
-
-  router.get(`${API_PREFIX}/jobs/:id/wait`, async (req, res) => {
-    const principal = principalOf(req)
-    const { id } = parseRequest(jobParamsSchema, req.params, 'path')
-    const query = parseRequest(waitQuerySchema, req.query, 'query')
+  return async ({ req, res, principal, id: rawId, query: rawQuery, path, isHead }) => {
+    const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
+    const query = parseRequest(waitQuerySchema, rawQuery, 'query')
     // A HEAD gets at once the headers a GET would get now; it never parks, so takes no slot.
-    const isHead = req.method === 'HEAD'
     const timeoutMs = isHead
       ? 0
       : Math.round((query.timeout ?? config.LONGPOLL_DEFAULT_SECONDS) * 1000)
     const respond = (outcome: WaitOutcome) => {
       if (res.destroyed || res.writableEnded) return
-      if (outcome.kind === 'gone')
-        return writeProblem(res, new JobNotFoundError(id), req.originalUrl.split('?')[0])
+      if (outcome.kind === 'gone') return writeProblem(res, new JobNotFoundError(id), path)
       if (outcome.kind === 'ready') deps.onEventDelivered?.('longpoll')
       // One change may answer thousands of parked waiters: its body and headers are built
-      // once per document and written with writeHead/end, not through express per waiter.
+      // once per document and written with one writeHead/end per waiter.
       const answer = waitAnswer(outcome.doc, outcome.kind === 'ready' || outcome.kind === 'final')
       res.writeHead(200, answer.headers).end(answer.body)
     }
@@ -159,9 +150,7 @@ export function streamRoutes(deps: StreamRouteDeps): Router {
     } finally {
       slots.release() // unless the parked waiter holds them
     }
-  })
-
-  return router
+  }
 }
 
 /** The long-poll query; its bounds come from the configuration. */

@@ -1,0 +1,282 @@
+// The lean edge: owns node:http's `request` and `upgrade` events for the routes that carry
+// the load, and hands every other request to express (create, list, cancel, docs, metrics,
+// the live page). The hot routes:
+//   GET|HEAD /v1/jobs/:id          the document; its SSE stream with Accept:
+//                                  text/event-stream or ?stream=true
+//   GET|HEAD /v1/jobs/:id/events   the SSE stream of one job
+//   GET|HEAD /v1/jobs/:id/wait     long-poll
+//   GET|HEAD /v1/events            many jobs (?jobs=), or the tenant feed
+//   upgrade  /v1/ws, /v1/jobs/:id  WebSocket
+// Each request gets, once and in this order: a request id, the frozen security headers, one
+// admission (authentication and one rate-limit check, src/http/admission.ts), its route's
+// handler (which validates with the routes' zod schemas), and one problem writer for every
+// failure. Its log line is written when it ends; a stream logs one line when it opens and
+// one when it closes. Paths match as express matches them (case-insensitive, optional
+// trailing slash), so a client cannot tell which side served it (docs/decisions.md, "The
+// lean edge").
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import querystring, { type ParsedUrlQuery } from 'node:querystring'
+import type { Principal } from '../db/tenant-transaction.js'
+import type { AppError } from '../errors.js'
+import { RouteNotFoundError, ValidationError } from '../errors.js'
+import { MEDIA_TYPE, QUERY } from '../protocol/http.js'
+import type { Logger } from '../telemetry/logger.js'
+import type { Admitter } from './admission.js'
+import type { TokenSource } from './auth.js'
+import { clientAddressOf, type TrustProxy } from './client-address.js'
+import { answerError, asAppError, writeUpgradeProblem } from './problem.js'
+import {
+  logCompleted,
+  logStreamOpened,
+  logWhenDone,
+  startTrace,
+  type RequestTrace,
+} from './request-log.js'
+import { setHeaders, type HeaderList } from './security-headers.js'
+
+/** One admitted request on a hot route, as its handler sees it. */
+export interface EdgeRequest {
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  readonly principal: Principal
+  /** The `:id` path segment, percent-decoded (each handler validates it). */
+  readonly id: string | undefined
+  /** Parsed as express's "simple" query parser does (node:querystring). */
+  readonly query: ParsedUrlQuery
+  /** The path, for a problem's `instance`. */
+  readonly path: string
+  readonly isHead: boolean
+  /** The response is now a stream: log that it opened (its last line comes when it closes). */
+  streamOpened(): void
+}
+
+export type EdgeHandler = (request: EdgeRequest) => Promise<void>
+
+export interface EdgeHandlers {
+  document: EdgeHandler
+  jobStream: EdgeHandler
+  wait: EdgeHandler
+  events: EdgeHandler
+}
+
+/** An admitted WebSocket upgrade; the handler owns the socket from here. */
+export interface UpgradeRequest {
+  readonly req: IncomingMessage
+  readonly socket: Duplex
+  readonly head: Buffer
+  readonly principal: Principal
+  /** Set for `/v1/jobs/:id` (validated): the one job the socket streams. */
+  readonly jobId: string | undefined
+  /** Refuses the upgrade with a problem response (before the handshake). */
+  refuse(error: AppError): void
+  /** Call when the handshake is done; `closed` resolves when the socket is gone. */
+  opened(closed: Promise<void>): void
+}
+
+export interface EdgeOptions {
+  admitter: Admitter
+  logger: Logger
+  securityHeaders: HeaderList
+  trustProxy: TrustProxy
+  handlers: EdgeHandlers
+  /** Validates `/v1/jobs/:id`'s id for an upgrade (the same schema as the HTTP routes). */
+  parseJobId(id: string): string
+  upgrade(request: UpgradeRequest): Promise<void>
+}
+
+export interface Edge {
+  /** Serves a hot route and returns true; returns false for everything else (express). */
+  request(req: IncomingMessage, res: ServerResponse): boolean
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void
+}
+
+/** The hot routes as METHOD path templates (the OpenAPI test checks they are documented). */
+export const EDGE_ROUTES = [
+  'get /v1/jobs/{id}',
+  'get /v1/jobs/{id}/events',
+  'get /v1/jobs/{id}/wait',
+  'get /v1/events',
+  'get /v1/ws',
+] as const
+
+interface Route {
+  template: string
+  tokenSource: TokenSource
+  handler: keyof EdgeHandlers
+}
+
+const DOCUMENT: Route = { template: '/v1/jobs/:id', tokenSource: 'header', handler: 'document' }
+const JOB_STREAM: Route = {
+  template: '/v1/jobs/:id',
+  tokenSource: 'header-or-query',
+  handler: 'jobStream',
+}
+const JOB_EVENTS: Route = {
+  template: '/v1/jobs/:id/events',
+  tokenSource: 'header-or-query',
+  handler: 'jobStream',
+}
+const JOB_WAIT: Route = {
+  template: '/v1/jobs/:id/wait',
+  tokenSource: 'header-or-query',
+  handler: 'wait',
+}
+const EVENTS: Route = { template: '/v1/events', tokenSource: 'header-or-query', handler: 'events' }
+
+// As express routes them: case-insensitive, an optional trailing slash, `:id` any one segment.
+const JOB_PATH = /^\/v1\/jobs\/([^/]+?)(\/events|\/wait)?\/?$/i
+const EVENTS_PATH = /^\/v1\/events\/?$/i
+// Upgrades keep their own, stricter match (exact case, as before the edge).
+const WS_PATH = '/v1/ws'
+const WS_JOB_PATH = /^\/v1\/jobs\/([^/?#]+)\/?$/
+
+const EMPTY_QUERY: ParsedUrlQuery = Object.freeze(Object.create(null) as ParsedUrlQuery)
+
+export function createEdge(options: EdgeOptions): Edge {
+  const { admitter, logger, handlers } = options
+
+  function match(
+    path: string,
+    req: IncomingMessage,
+    query: ParsedUrlQuery,
+  ): { route: Route; rawId?: string } | undefined {
+    if (EVENTS_PATH.test(path)) return { route: EVENTS }
+    const job = JOB_PATH.exec(path)
+    if (!job) return undefined
+    const rawId = job[1]!
+    switch (job[2]?.toLowerCase()) {
+      case '/events':
+        return { route: JOB_EVENTS, rawId }
+      case '/wait':
+        return { route: JOB_WAIT, rawId }
+      default:
+        return { route: wantsStream(req, query) ? JOB_STREAM : DOCUMENT, rawId }
+    }
+  }
+
+  async function serve(
+    route: Route,
+    rawId: string | undefined,
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    query: ParsedUrlQuery,
+  ): Promise<void> {
+    const trace = startTrace(req, res)
+    trace.route = route.template
+    setHeaders(res, options.securityHeaders)
+    logWhenDone(logger, req, res, trace)
+    trace.clientAddress = clientAddressOf(req, options.trustProxy)
+    try {
+      const { principal, rateHeaders } = await admitter.admit(
+        req,
+        route.tokenSource,
+        trace.clientAddress,
+      )
+      trace.principal = principal
+      for (const [name, value] of rateHeaders) res.setHeader(name, value)
+      await handlers[route.handler]({
+        req,
+        res,
+        principal,
+        id: rawId === undefined ? undefined : decodeSegment(rawId),
+        query,
+        path,
+        isHead: req.method === 'HEAD',
+        streamOpened: () => logStreamOpened(logger, req, trace),
+      })
+    } catch (error) {
+      answerError(logger, res, error, path, trace.id)
+    }
+  }
+
+  async function admitUpgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    path: string,
+    trace: RequestTrace,
+  ): Promise<void> {
+    const single = WS_JOB_PATH.exec(path)
+    let status = 101
+    const refuse = (error: AppError) => {
+      status = error.status
+      writeUpgradeProblem(socket, error, responseHeaders(trace))
+      logCompleted(logger, req, trace, status, true)
+    }
+    if (path !== WS_PATH && !single)
+      return refuse(new RouteNotFoundError(`No WebSocket endpoint at ${path}.`))
+    trace.route = single ? '/v1/jobs/:id' : WS_PATH
+    trace.clientAddress = clientAddressOf(req, options.trustProxy)
+    let principal: Principal
+    let jobId: string | undefined
+    try {
+      ;({ principal } = await admitter.admit(req, 'header-or-query', trace.clientAddress))
+      trace.principal = principal
+      if (single) jobId = options.parseJobId(decodeSegment(single[1]!))
+    } catch (error) {
+      return refuse(asAppError(error) ?? new ValidationError('Bad WebSocket request.'))
+    }
+    await options.upgrade({
+      req,
+      socket,
+      head,
+      principal,
+      jobId,
+      refuse,
+      opened: (closed) => {
+        logStreamOpened(logger, req, trace)
+        void closed.then(() => logCompleted(logger, req, trace, status, true))
+      },
+    })
+  }
+
+  function responseHeaders(trace: RequestTrace): Array<readonly [string, string]> {
+    return [...options.securityHeaders, ['x-request-id', trace.id]]
+  }
+
+  return {
+    request(req, res) {
+      const method = req.method
+      if (method !== 'GET' && method !== 'HEAD') return false
+      const url = req.url ?? '/'
+      const q = url.indexOf('?')
+      const path = q < 0 ? url : url.slice(0, q)
+      const query = q < 0 ? EMPTY_QUERY : querystring.parse(url.slice(q + 1))
+      const found = match(path, req, query)
+      if (!found) return false
+      void serve(found.route, found.rawId, req, res, path, query)
+      return true
+    },
+
+    upgrade(req, socket, head) {
+      const url = req.url ?? '/'
+      const path = url.split('?')[0]!
+      const trace = startTrace(req)
+      admitUpgrade(req, socket, head, path, trace).catch((error: unknown) => {
+        logger.warn({ err: error, reqId: trace.id }, 'websocket upgrade failed')
+        socket.destroy()
+      })
+    },
+  }
+}
+
+/** `GET /v1/jobs/:id` streams with Accept: text/event-stream or ?stream=true. */
+function wantsStream(req: IncomingMessage, query: ParsedUrlQuery): boolean {
+  const stream = query[QUERY.stream]
+  return (
+    stream === 'true' ||
+    stream === '1' ||
+    (req.headers.accept ?? '').includes(MEDIA_TYPE.eventStream)
+  )
+}
+
+/** A path segment, percent-decoded; a broken escape is a 400, as express answers it. */
+function decodeSegment(raw: string): string {
+  try {
+    return decodeURIComponent(raw)
+  } catch {
+    throw new ValidationError('The URL is not correctly percent-encoded.')
+  }
+}
