@@ -13,6 +13,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './dev/embedded-pos
 import { createApp, type ReadinessReport } from './http/app.js'
 import { createAuthenticator } from './http/auth.js'
 import { jobRoutes } from './http/routes/jobs.js'
+import { clientScriptRouter } from './http/routes/client-script.js'
 import { createLogger, type Logger } from './telemetry/logger.js'
 import { fetchJobsByIds, type JobDocumentRow } from './db/jobs.js'
 import { fetchJobsChangedSince } from './db/catch-up.js'
@@ -283,6 +284,7 @@ export async function startService(
           onCapRejected: metrics.capRejected,
         }),
         jobRoutes({ db, auth }),
+        clientScriptRouter({ isProduction: config.isProduction }),
         ...(config.livePage ? [livePageRouter({ path: config.LIVE_PAGE_PATH, devToken })] : []),
       ],
     })

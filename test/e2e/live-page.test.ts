@@ -61,6 +61,27 @@ async function startFrontServer(serviceUrl: string, devToken: string): Promise<F
   const open = new Set<ServerResponse>()
   const streams: FrontServer['streams'] = []
   const app = express()
+  // A page on this (other) origin that imports the client straight from the service, as a
+  // frontend without a bundler does; its CSP allows scripts from itself and the service only.
+  app.get('/module-check/', (_req, res) => {
+    res
+      .set('content-security-policy', `default-src 'self'; script-src 'self' ${upstream.origin}`)
+      .type('html')
+      .send(
+        '<!doctype html><title>module check</title><script type="module" src="check.js"></script>',
+      )
+  })
+  app.get('/favicon.ico', (_req, res) => void res.status(204).end())
+  app.get('/module-check/check.js', (_req, res) => {
+    res.type('text/javascript').send(
+      `import { applyPatch, statusLabel } from '${upstream.origin}/client/jobwire-client.js'
+       const doc = applyPatch({ status: 'queued', attempts: 0 }, [
+         { op: 'replace', path: '/status', value: 'running' },
+         { op: 'copy', from: '/status', path: '/was' },
+       ])
+       document.body.dataset.label = statusLabel(doc) + ' ' + doc.was`,
+    )
+  })
   // The same policy as src/http/app.ts: no inline script, connections to this origin only.
   app.use(
     helmet({
@@ -185,6 +206,27 @@ async function createFromPage(page: Page, button: string, seconds: number): Prom
   if (!id) throw new Error('the new job has no id on the page')
   return id
 }
+
+describe('the served client', () => {
+  itInBrowser(
+    'loads as a module from the service into a page on another origin, under its CSP',
+    async () => {
+      const page = await context.newPage()
+      const problems: string[] = []
+      page.on('console', (message) => {
+        if (message.type() === 'error') problems.push(message.text())
+      })
+      page.on('pageerror', (error) => problems.push(String(error)))
+      await page.goto(front.url + '/module-check/')
+      await page
+        .locator('body[data-label="Running running"]')
+        .waitFor({ state: 'attached', timeout: 10_000 })
+      expect(problems).toEqual([])
+      await page.close()
+    },
+    30_000,
+  )
+})
 
 describe('the live page', () => {
   itInBrowser(
