@@ -425,6 +425,7 @@ describe('the live page', () => {
           [wait.seconds, wait.retryAt] as const,
         )
         expect(await retryNow.isVisible()).toBe(true)
+        await page.screenshot({ path: join(OUTPUT_DIR, 'live-page-reconnecting.png') })
 
         // During the next wait (7.92 s) the service comes back: the button does not wait.
         const long = await reconnectWait(page, 5, wait.retryAt)
