@@ -1,13 +1,16 @@
 // Reconnect delays: exponential backoff with full jitter (AWS Architecture Blog, "Exponential
 // Backoff And Jitter"). After the n-th consecutive failure (n = 0, 1, 2, …) the delay is a
 // uniform random number in [0, min(capMs, baseMs · 2^n)]. With the defaults the ceilings are
-// 1000, 2000, 4000, 8000, 16000, 30000, 30000 … ms. A connection that stayed healthy for
-// resetAfterMs counts as a success: the next failure starts again from baseMs.
+// 1000, 2000, 4000, 8000, 10000, 10000 … ms: once a server is back, a client is back within
+// 10 s (5 s on average), or at once with retryNow(); and 10,000 clients of a restarted server
+// return spread over those 10 s (about 1,000 connections a second), not all at once.
+// A connection that stayed healthy for resetAfterMs counts as a success: the next failure
+// starts again from baseMs. (docs/client.md, "Backoff"; docs/decisions.md, "The client".)
 
 export interface BackoffOptions {
   /** Ceiling of the first delay. Default 1000 ms. */
   baseMs?: number
-  /** Largest ceiling. Default 30000 ms. */
+  /** Largest ceiling. Default 10000 ms. */
   capMs?: number
   /** A connection open at least this long resets the backoff. Default 10000 ms. */
   resetAfterMs?: number
@@ -15,7 +18,7 @@ export interface BackoffOptions {
 
 export const DEFAULT_BACKOFF: Required<BackoffOptions> = {
   baseMs: 1000,
-  capMs: 30_000,
+  capMs: 10_000,
   resetAfterMs: 10_000,
 }
 

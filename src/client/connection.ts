@@ -7,8 +7,11 @@
 //     streams again; one more failure then goes straight back to polling. An unreachable
 //     server or a 429 does not count: polling would not fare better.
 //   * A stream that delivered and then dropped is resumed (Last-Event-ID) after a backoff
-//     delay; the backoff resets once a connection stayed healthy for resetAfterMs.
+//     delay; the backoff resets once a connection stayed healthy for resetAfterMs. While it
+//     waits, the state is `reconnecting` with the moment of the next attempt (`retryAt`).
 //   * restart() reconnects at once (a job was added or removed, or a patch failed).
+//   * retryNow() skips a wait: the backoff delay, or the rest of a long-poll phase. In a
+//     browser, the `online` event does the same.
 import { HEADER, MEDIA_TYPE } from '../protocol/http.js'
 import { Backoff, sleep } from './backoff.js'
 import {
@@ -40,6 +43,8 @@ export interface StreamSession extends PollSession {
   onMessage(message: SseMessage): Verdict
   /** 204 No Content: the client already has the final state. */
   onNoContent(): void
+  /** A stream opened (200, text/event-stream): the response, before its first byte is read. */
+  onOpen?(response: Response): void
   /** The server refused the whole request (400, 401, 403, 404): no retry helps. */
   onFatal(error: WatchError): void
   /** The connection stopped for good (closed by the user, or nothing left). */
@@ -70,6 +75,12 @@ export class Connection {
     this.backoff = new Backoff(options.backoff)
     if (options.onState) this.stateListeners.add(options.onState)
     options.signal?.addEventListener('abort', () => this.close(), { once: true })
+    // A browser that is back online need not wait out the backoff.
+    const events = globalThis as Partial<Pick<EventTarget, 'addEventListener'>>
+    if (typeof events.addEventListener === 'function' && 'onLine' in (globalThis.navigator ?? {})) {
+      const onOnline = () => this.retryNow()
+      events.addEventListener('online', onOnline, { signal: this.closer.signal })
+    }
   }
 
   get isClosed(): boolean {
@@ -93,6 +104,20 @@ export class Connection {
       this.attempt?.abort('restart')
       this.wake?.()
     }, 0)
+  }
+
+  /**
+   * Reconnects at once if the connection is waiting to: during a backoff delay, or while it
+   * long-polls between stream attempts. Does nothing while connecting, open or closed.
+   */
+  retryNow(): void {
+    if (this.isClosed) return
+    if (this.state === 'polling') {
+      this.pollUntil = 0
+      this.attempt?.abort('retry now')
+    } else if (typeof this.state === 'object') {
+      this.wake?.()
+    }
   }
 
   close(): void {
@@ -135,7 +160,7 @@ export class Connection {
         }
         const minDelay = outcome === 'dropped' ? 0 : outcome.minDelayMs
         const delay = Math.max(this.backoff.nextDelayMs(), minDelay)
-        this.setState({ state: 'reconnecting', inMs: delay })
+        this.setState({ state: 'reconnecting', inMs: delay, retryAt: Date.now() + delay })
         await this.sleepUnlessRestarted(delay)
       }
     } finally {
@@ -175,6 +200,7 @@ export class Connection {
         await res.body.cancel().catch(() => undefined)
         return { kind: 'failed', counts: true, minDelayMs: 0 }
       }
+      this.session.onOpen?.(res)
       const parser = new SseParser(
         {
           onActivity: () => {
@@ -221,9 +247,12 @@ export class Connection {
   private async pollPhase(): Promise<void> {
     this.setState('polling')
     const attempt = this.newAttempt()
-    const timer = setTimeout(() => attempt.abort('stream again'), this.pollUntil - Date.now())
+    const ms = this.pollUntil - Date.now()
+    const timer = setTimeout(() => attempt.abort('stream again'), ms)
     try {
-      await pollJobs(this.session, this.options, this.backoff, attempt.signal)
+      // Nothing to poll (a feed that holds no job yet): wait for the next stream attempt.
+      if (this.session.pollTargets().length === 0) await sleep(ms, attempt.signal)
+      else await pollJobs(this.session, this.options, this.backoff, attempt.signal)
     } finally {
       clearTimeout(timer)
     }

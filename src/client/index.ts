@@ -4,6 +4,7 @@ export type { JobDocument, JobError, JobStatus } from '../protocol/job.js'
 export { isTerminalStatus, JOB_STATUSES, TERMINAL_STATUSES } from '../protocol/job.js'
 export { watch, type JobWatch, type WatchOptions } from './job-watch.js'
 export { createClient, watchMany, type ClientOptions, type JobwireClient } from './shared-client.js'
+export { watchFeed, type FeedOptions, type JobFeed } from './feed.js'
 export {
   describeState,
   WatchError,

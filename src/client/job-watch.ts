@@ -32,6 +32,8 @@ export interface JobWatch extends AsyncIterable<JobDocument> {
   /** Called with every new document, and at once with the current one if there is one. */
   onChange(listener: (doc: JobDocument) => void): () => void
   onState(listener: (state: ConnectionState) => void): () => void
+  /** Reconnects at once instead of waiting out a backoff delay (a "retry now" button). */
+  retryNow(): void
   /** Stops watching. Leaving a `for await` loop early does the same. */
   close(): void
 }
@@ -55,6 +57,7 @@ export abstract class JobWatchBase implements JobWatch {
 
   abstract readonly state: ConnectionState
   abstract onState(listener: (state: ConnectionState) => void): () => void
+  abstract retryNow(): void
   abstract close(): void
 
   get isDone(): boolean {
@@ -127,6 +130,10 @@ class SingleJobWatch extends JobWatchBase implements StreamSession {
 
   onState(listener: (state: ConnectionState) => void): () => void {
     return this.connection.onState(listener)
+  }
+
+  retryNow(): void {
+    this.connection.retryNow()
   }
 
   close(): void {

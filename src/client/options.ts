@@ -3,8 +3,16 @@
 import { API_PREFIX, HEADER, QUERY } from '../protocol/http.js'
 import type { BackoffOptions } from './backoff.js'
 
+/**
+ * Where a connection is. While `reconnecting`, `inMs` is the whole wait and `retryAt` the
+ * moment (`Date.now()` clock) of the next attempt, for a countdown (describeState).
+ */
 export type ConnectionState =
-  'connecting' | 'open' | { state: 'reconnecting'; inMs: number } | 'polling' | 'closed'
+  | 'connecting'
+  | 'open'
+  | { state: 'reconnecting'; inMs: number; retryAt: number }
+  | 'polling'
+  | 'closed'
 
 /** A user token, or a function that returns a fresh one before each connection. */
 export type TokenSource = string | (() => string | Promise<string>)
@@ -129,7 +137,12 @@ export function retryAfterMs(res: Response): number {
   return value && /^\d+$/.test(value) ? Number(value) * 1000 : 0
 }
 
-export function describeState(state: ConnectionState): string {
+/**
+ * The state as text: `open`, `reconnecting in 7 s` … The reconnect countdown is computed
+ * from `retryAt` and `now`: call it again (say every 250 ms) while reconnecting to count down.
+ */
+export function describeState(state: ConnectionState, now = Date.now()): string {
   if (typeof state === 'string') return state
-  return `reconnecting in ${Math.ceil(state.inMs / 1000)} s`
+  const seconds = Math.ceil(Math.max(0, state.retryAt - now) / 1000)
+  return seconds > 0 ? `reconnecting in ${seconds} s` : 'reconnecting now'
 }

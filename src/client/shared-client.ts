@@ -19,7 +19,7 @@ import type { PatchOperation } from './patch.js'
 import type { SseMessage } from './sse-reader.js'
 import type { JobStreamMessage, StreamEndMessage } from '../protocol/stream-messages.js'
 
-/** The data of every event on `/v1/events` (SPEC §6: each names its job and version). */
+/** The data of every event on `/v1/events` (each names its job and version; docs/api.md). */
 type MuxEvent = JobStreamMessage<PatchOperation> | StreamEndMessage
 
 export interface ClientOptions extends ConnectionOptions {
@@ -39,6 +39,8 @@ export interface JobwireClient extends AsyncIterable<JobDocument> {
   readonly jobIds: string[]
   readonly state: ConnectionState
   onState(listener: (state: ConnectionState) => void): () => void
+  /** Reconnects at once instead of waiting out a backoff delay. */
+  retryNow(): void
   /** Every new document of every job; at once with the current ones. */
   onChange(listener: (doc: JobDocument) => void): () => void
   /** A job that could not be watched (404, 403 …) or was deleted. */
@@ -58,6 +60,9 @@ class SharedJobWatch extends JobWatchBase {
   }
   onState(listener: (state: ConnectionState) => void): () => void {
     return this.client.onState(listener)
+  }
+  retryNow(): void {
+    this.client.retryNow()
   }
   close(): void {
     this.client.unwatch(this.jobId)
@@ -127,6 +132,10 @@ class SharedClient implements JobwireClient, StreamSession {
 
   onState(listener: (state: ConnectionState) => void): () => void {
     return this.connection.onState(listener)
+  }
+
+  retryNow(): void {
+    this.connection.retryNow()
   }
 
   onChange(listener: (doc: JobDocument) => void): () => void {

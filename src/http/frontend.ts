@@ -16,6 +16,7 @@ import type { Authenticator } from './auth.js'
 import { compileTrustProxy } from './client-address.js'
 import { createEdge } from './edge.js'
 import { createRateLimits, type RateLimitOptions } from './rate-limit.js'
+import { clientScriptRouter } from './routes/client-script.js'
 import { documentHandler, jobRoutes } from './routes/jobs.js'
 import { eventsHandler } from './routes/multiplexed.js'
 import { jobStreamHandler, waitHandler } from './routes/streams.js'
@@ -104,7 +105,11 @@ export function createFrontend(deps: FrontendDeps): Frontend {
     logger,
     readiness: deps.readiness,
     metrics,
-    routers: [jobRoutes({ db, auth }), ...deps.routers],
+    routers: [
+      jobRoutes({ db, auth }),
+      clientScriptRouter({ isProduction: config.isProduction }),
+      ...deps.routers,
+    ],
   })
   return {
     app,

@@ -380,6 +380,31 @@ export function buildOpenApiDocument(config: Pick<Config, 'LONGPOLL_MAX_SECONDS'
     },
   })
 
+  registry.registerPath({
+    method: 'get',
+    path: '/client/jobwire-client.js',
+    summary: 'The browser client (jobwire/client) as one ES module',
+    description:
+      'For `<script type="module">` or `import` from any origin (Access-Control-Allow-Origin: *). Strong ETag; If-None-Match answers 304. Cache-Control: public, max-age=300 in production, no-cache elsewhere.',
+    security: [],
+    responses: {
+      200: { description: 'JavaScript', content: { 'text/javascript': { schema: z.string() } } },
+      304: { description: 'Not modified (If-None-Match matched the ETag)' },
+      ...problems(404),
+    },
+  })
+  registry.registerPath({
+    method: 'get',
+    path: '/client/jobwire-client.js.map',
+    summary: 'The source map of the browser client',
+    security: [],
+    responses: {
+      200: { description: 'Source map', content: { [MEDIA_TYPE.json]: { schema: z.string() } } },
+      304: { description: 'Not modified (If-None-Match matched the ETag)' },
+      ...problems(404),
+    },
+  })
+
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',
     info: {

@@ -1,8 +1,9 @@
-// The live page in a real browser (SPEC §13): Debian's Chromium driven by playwright-core
+// The live page in a real browser: Debian's Chromium driven by playwright-core
 // (never a downloaded browser). The page is served by livePageRouter behind helmet's CSP, in
-// front of a real service and the demo worker; the front server also proxies /v1 so a test
-// can cut the page's event stream like a network would. Where no Chromium is installed the
-// tests are skipped, with the reason on the console.
+// front of a real service and the demo worker; the front server also proxies /v1, through a
+// TCP proxy, so a test can cut the page's event stream like a network would, or take the
+// service away for as long as it likes. Where no Chromium is installed the tests are
+// skipped, with the reason on the console.
 import { existsSync, mkdirSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http'
@@ -17,6 +18,7 @@ import { livePageRouter } from '../../src/dev/live-page.js'
 import { PROJECT_ROOT } from '../../src/project-root.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { newTenant, startTestService, type TestService } from '../helpers/service.js'
+import { startTcpProxy, targetOf, type TcpProxy } from '../helpers/tcp-proxy.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const hasChromium = existsSync(CHROMIUM)
@@ -43,6 +45,8 @@ let service: TestService
 let worker: DemoWorker
 let sql: pg.Client
 let front: FrontServer
+/** Between the front server's /v1 proxy and the service: pause() is an outage. */
+let outage: TcpProxy
 let context: BrowserContext
 let userDataDir: string
 let tenant: ReturnType<typeof newTenant>
@@ -56,11 +60,37 @@ interface FrontServer {
   close(): Promise<void>
 }
 
-async function startFrontServer(serviceUrl: string, devToken: string): Promise<FrontServer> {
-  const upstream = new URL(serviceUrl)
+async function startFrontServer(
+  serviceUrl: string,
+  apiUrl: string,
+  devToken: string,
+): Promise<FrontServer> {
+  const service = new URL(serviceUrl)
+  const upstream = new URL(apiUrl)
   const open = new Set<ServerResponse>()
   const streams: FrontServer['streams'] = []
   const app = express()
+  // A page on this (other) origin that imports the client straight from the service, as a
+  // frontend without a bundler does; its CSP allows scripts from itself and the service only.
+  app.get('/module-check/', (_req, res) => {
+    res
+      .set('content-security-policy', `default-src 'self'; script-src 'self' ${service.origin}`)
+      .type('html')
+      .send(
+        '<!doctype html><title>module check</title><script type="module" src="check.js"></script>',
+      )
+  })
+  app.get('/favicon.ico', (_req, res) => void res.status(204).end())
+  app.get('/module-check/check.js', (_req, res) => {
+    res.type('text/javascript').send(
+      `import { applyPatch, statusLabel } from '${service.origin}/client/jobwire-client.js'
+       const doc = applyPatch({ status: 'queued', attempts: 0 }, [
+         { op: 'replace', path: '/status', value: 'running' },
+         { op: 'copy', from: '/status', path: '/was' },
+       ])
+       document.body.dataset.label = statusLabel(doc) + ' ' + doc.was`,
+    )
+  })
   // The same policy as src/http/app.ts: no inline script, connections to this origin only.
   app.use(
     helmet({
@@ -89,6 +119,10 @@ async function startFrontServer(serviceUrl: string, devToken: string): Promise<F
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.headers)
         answer.pipe(res)
+        // The upstream connection broke mid-answer: break the page's too, as a proxy would.
+        answer.on('close', () => {
+          if (!answer.complete) res.destroy()
+        })
       },
     )
     out.on('error', () => res.destroy())
@@ -122,7 +156,8 @@ beforeAll(async () => {
   sql = new pg.Client({ connectionString: database.url })
   await sql.connect()
   tenant = newTenant()
-  front = await startFrontServer(service.url, tenant.admin)
+  outage = await startTcpProxy(targetOf(service.url))
+  front = await startFrontServer(service.url, `http://127.0.0.1:${outage.port}`, tenant.admin)
   mkdirSync(OUTPUT_DIR, { recursive: true })
   userDataDir = await mkdtemp(join(tmpdir(), 'jobwire-chromium-'))
   const { chromium } = await import('playwright-core')
@@ -138,6 +173,7 @@ afterAll(async () => {
   await context?.close()
   if (userDataDir) await rm(userDataDir, { recursive: true, force: true })
   await front?.close()
+  await outage?.close()
   await worker?.stop({ graceMs: 0 })
   await sql?.end()
   await service?.close()
@@ -145,8 +181,11 @@ afterAll(async () => {
 }, 30_000)
 
 /** Opens the page and collects what would show up red in the browser console. */
-async function openPage(): Promise<{ page: Page; problems: string[] }> {
+async function openPage(
+  prepare: (page: Page) => unknown = () => undefined,
+): Promise<{ page: Page; problems: string[] }> {
   const page = await context.newPage()
+  await prepare(page)
   const problems: string[] = []
   page.on('console', (message: ConsoleMessage) => {
     if (message.type() === 'error') problems.push(message.text())
@@ -176,6 +215,43 @@ async function waitForProgress(page: Page, id: string, atLeast: number): Promise
   return valueNow(page, id)
 }
 
+/** Every reconnect delay is 99 % of its ceiling: full jitter made predictable from outside. */
+const predictableBackoff = (page: Page) =>
+  page.addInitScript(() => {
+    Math.random = () => 0.99
+  })
+/** The client's default backoff cap (src/client/backoff.ts). */
+const BACKOFF_CAP_MS = 10_000
+
+async function waitUntilOpen(page: Page): Promise<void> {
+  await page.getByText(/Using the (dev|saved) token\./).waitFor()
+  await page.locator('#connection-state[data-state="open"]').waitFor({ timeout: 15_000 })
+}
+
+/**
+ * Waits until the connection label reads "reconnecting in N s" with N ≥ `atLeastSeconds`,
+ * for a wait other than `notRetryAt`; returns N and that wait's retry time.
+ */
+async function reconnectWait(
+  page: Page,
+  atLeastSeconds: number,
+  notRetryAt = '',
+): Promise<{ seconds: number; retryAt: string }> {
+  const handle = await page.waitForFunction(
+    ([min, not]) => {
+      const pill = document.querySelector<HTMLElement>('#connection-state')!
+      const match = /^reconnecting in (\d+) s$/.exec(pill.textContent ?? '')
+      const retryAt = pill.dataset.retryAt ?? ''
+      return match && Number(match[1]) >= Number(min) && retryAt !== not
+        ? { seconds: Number(match[1]), retryAt }
+        : false
+    },
+    [atLeastSeconds, notRetryAt] as const,
+    { timeout: 60_000 },
+  )
+  return (await handle.jsonValue()) as { seconds: number; retryAt: string }
+}
+
 async function createFromPage(page: Page, button: string, seconds: number): Promise<string> {
   const before = await page.locator('li.job').count()
   await page.getByLabel('Duration in seconds').fill(String(seconds))
@@ -185,6 +261,27 @@ async function createFromPage(page: Page, button: string, seconds: number): Prom
   if (!id) throw new Error('the new job has no id on the page')
   return id
 }
+
+describe('the served client', () => {
+  itInBrowser(
+    'loads as a module from the service into a page on another origin, under its CSP',
+    async () => {
+      const page = await context.newPage()
+      const problems: string[] = []
+      page.on('console', (message) => {
+        if (message.type() === 'error') problems.push(message.text())
+      })
+      page.on('pageerror', (error) => problems.push(String(error)))
+      await page.goto(front.url + '/module-check/')
+      await page
+        .locator('body[data-label="Running running"]')
+        .waitFor({ state: 'attached', timeout: 10_000 })
+      expect(problems).toEqual([])
+      await page.close()
+    },
+    30_000,
+  )
+})
 
 describe('the live page', () => {
   itInBrowser(
@@ -213,7 +310,8 @@ describe('the live page', () => {
       expect(later).toBeGreaterThan(early)
       const resumed = front.streams.slice(streamsBefore)
       expect(resumed.length).toBeGreaterThanOrEqual(1)
-      expect(resumed[0]!.lastEventId).toMatch(/^j\./)
+      // The tenant feed resumes from the server clock of the last event it had.
+      expect(resumed[0]!.lastEventId).toMatch(/^f\./)
 
       await card.locator('.badge', { hasText: 'Completed' }).waitFor({ timeout: 15_000 })
       await card.locator('.job-result', { hasText: 'Demo job finished' }).waitFor()
@@ -278,5 +376,106 @@ describe('the live page', () => {
       await page.close()
     },
     60_000,
+  )
+
+  itInBrowser(
+    'watches the tenant feed on one connection: adding jobs opens no new one',
+    async () => {
+      const feedRequests: string[] = []
+      const { page, problems } = await openPage((p) =>
+        p.on('request', (request) => {
+          const url = new URL(request.url())
+          if (url.pathname === '/v1/events') feedRequests.push(url.search)
+        }),
+      )
+      await waitUntilOpen(page)
+      const ids: string[] = []
+      for (let i = 0; i < 3; i++) ids.push(await createFromPage(page, 'Create a demo job', 2))
+      // Every job is watched live, over the one connection that was already open.
+      for (const id of ids)
+        await page
+          .locator(`li[data-job-id="${id}"] .badge`, { hasText: 'Completed' })
+          .waitFor({ timeout: 20_000 })
+      expect(feedRequests).toEqual([''])
+      expect(problems).toEqual([])
+      await page.close()
+    },
+    60_000,
+  )
+
+  itInBrowser(
+    'counts down while it waits to reconnect, and "Retry now" skips the wait',
+    async () => {
+      const { page } = await openPage(predictableBackoff)
+      const retryNow = page.getByRole('button', { name: 'Retry now' })
+      await waitUntilOpen(page)
+      expect(await retryNow.isVisible()).toBe(false)
+      outage.pause()
+      try {
+        // The third wait (3.96 s) is long enough to watch its label count down.
+        const wait = await reconnectWait(page, 3)
+        await page.waitForFunction(
+          ([seconds, retryAt]) => {
+            const pill = document.querySelector<HTMLElement>('#connection-state')!
+            return (
+              pill.textContent === `reconnecting in ${Number(seconds) - 1} s` &&
+              pill.dataset.retryAt === retryAt
+            )
+          },
+          [wait.seconds, wait.retryAt] as const,
+        )
+        expect(await retryNow.isVisible()).toBe(true)
+        await page.screenshot({ path: join(OUTPUT_DIR, 'live-page-reconnecting.png') })
+
+        // During the next wait (7.92 s) the service comes back: the button does not wait.
+        const long = await reconnectWait(page, 5, wait.retryAt)
+        outage.resume()
+        await page.evaluate(() => {
+          const pill = document.querySelector<HTMLElement>('#connection-state')!
+          const seen = window as unknown as { openedAt?: number }
+          new MutationObserver(() => {
+            if (pill.dataset.state === 'open') seen.openedAt ??= Date.now()
+          }).observe(pill, { attributes: true })
+        })
+        await retryNow.click()
+        await page.locator('#connection-state[data-state="open"]').waitFor({ timeout: 15_000 })
+        const openedAt = await page.evaluate(
+          () => (window as unknown as { openedAt?: number }).openedAt,
+        )
+        expect(openedAt).toBeLessThan(Number(long.retryAt))
+        expect(await retryNow.isVisible()).toBe(false)
+      } finally {
+        outage.resume()
+        await page.close()
+      }
+    },
+    90_000,
+  )
+
+  itInBrowser(
+    'is live again within the backoff cap once a long outage ends',
+    async () => {
+      const { page } = await openPage(predictableBackoff)
+      await waitUntilOpen(page)
+      const id = await createFromPage(page, 'Create a demo job', 90)
+      const before = await waitForProgress(page, id, 2)
+      outage.pause()
+      try {
+        // Hold the outage until the backoff has reached its cap twice (about 25 s in all).
+        const first = await reconnectWait(page, 9)
+        await reconnectWait(page, 9, first.retryAt)
+        outage.resume()
+        // Back within the cap (plus time for the request itself), not after a 30 s wait.
+        await page
+          .locator('#connection-state[data-state="open"]')
+          .waitFor({ timeout: BACKOFF_CAP_MS + 5000 })
+        expect(await waitForProgress(page, id, before + 1)).toBeGreaterThan(before)
+        await page.getByRole('button', { name: `Cancel demo job ${id.slice(0, 8)}` }).click()
+      } finally {
+        outage.resume()
+        await page.close()
+      }
+    },
+    120_000,
   )
 })

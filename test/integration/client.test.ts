@@ -1,15 +1,23 @@
-// The client library against a real server (SPEC §13): it converges to the row as committed
+// The client library against a real server: it converges to the row as committed
 // through a listener outage and a server restart, stops for good on `end` and on 204, falls
 // back to long-poll behind a proxy that buffers streams, resyncs after a patch that does not
 // apply, and multiplexes many jobs over one connection, adding and removing jobs without
-// losing positions.
+// losing positions; and the tenant feed catches up after an outage on one connection.
 import { createServer as createHttpServer, request as httpRequest } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import pg from 'pg'
-import { createClient, watch, watchMany, type ConnectionState } from '../../src/client/index.js'
+import { jest } from '@jest/globals'
+import {
+  createClient,
+  watch,
+  watchFeed,
+  watchMany,
+  type ConnectionState,
+} from '../../src/client/index.js'
 import type { JobDocument } from '../../src/protocol/job.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
+import { startTcpProxy, targetOf } from '../helpers/tcp-proxy.js'
 
 let database: TestDatabase
 let service: TestService
@@ -500,5 +508,86 @@ describe('multiplexed watch', () => {
     } finally {
       client.close()
     }
+  })
+})
+
+describe('watchFeed()', () => {
+  it('watches every job of the tenant on one connection, and catches up after an outage', async () => {
+    const tenant = newTenant()
+    const proxy = await startTcpProxy(targetOf(service.url))
+    onCleanup.push(() => void proxy.close())
+    const states: ConnectionState[] = []
+    const feed = tracked(
+      watchFeed({
+        baseUrl: `http://127.0.0.1:${proxy.port}`,
+        token: tenant.admin,
+        ...FAST,
+        onState: (s) => states.push(s),
+      }),
+    )
+    const seen = new Map<string, JobDocument>()
+    feed.onChange((doc) => seen.set(doc.id, doc))
+    const resets = jest.fn()
+    feed.onReset(resets)
+    await until(() => feed.state === 'open', 'the feed to open')
+
+    // Jobs created after the feed opened arrive without a new connection.
+    const a = await createJob(service, tenant.admin, { type: 'feed' })
+    await until(() => seen.has(a.id), 'the first job on the feed')
+    await update(a.id, `progress = 30`)
+    await until(() => seen.get(a.id)?.progress === 30, 'its change on the feed')
+    expect(proxy.accepted).toBe(1)
+
+    // An outage: a job created and another changed meanwhile both arrive on the new connection,
+    // which resumes from the last event.
+    proxy.pause()
+    await until(() => states.some((s) => typeof s === 'object'), 'the feed to lose its stream')
+    const b = await createJob(service, tenant.admin, { type: 'feed' })
+    await update(a.id, `progress = 60`)
+    proxy.resume()
+    await until(() => seen.has(b.id) && seen.get(a.id)?.progress === 60, 'the catch-up')
+    expect(resets).not.toHaveBeenCalled()
+
+    await complete(a.id)
+    await until(() => seen.get(a.id)?.status === 'completed', 'the end of the first job')
+    expect(feed.get(a.id)).toBeUndefined()
+    expect(feed.get(b.id)).toMatchObject({ status: 'queued' })
+  })
+
+  it('catches up after an outage that came before its first event', async () => {
+    const tenant = newTenant()
+    const proxy = await startTcpProxy(targetOf(service.url))
+    onCleanup.push(() => void proxy.close())
+    const states: ConnectionState[] = []
+    const feed = tracked(
+      watchFeed({
+        baseUrl: `http://127.0.0.1:${proxy.port}`,
+        token: tenant.admin,
+        ...FAST,
+        onState: (s) => states.push(s),
+      }),
+    )
+    const seen = new Set<string>()
+    feed.onChange((doc) => seen.add(doc.id))
+    const resets = jest.fn()
+    feed.onReset(resets)
+    await until(() => feed.state === 'open', 'the feed to open')
+    proxy.pause()
+    await until(() => states.some((s) => typeof s === 'object'), 'the feed to lose its stream')
+    // Nothing has been sent on the feed yet: it resumes from when its stream opened.
+    const job = await createJob(service, tenant.admin, { type: 'feed' })
+    proxy.resume()
+    await until(() => seen.has(job.id), 'the job created during the outage')
+    expect(resets).not.toHaveBeenCalled()
+  })
+
+  it('is refused to a watch token, for good', async () => {
+    const tenant = newTenant()
+    const job = await createJob(service, tenant.admin, { type: 'feed' })
+    const feed = tracked(
+      watchFeed({ baseUrl: service.url, watchToken: job.watch_token as string, ...FAST }),
+    )
+    await until(() => feed.state === 'closed', 'the feed to stop')
+    expect(feed.error).toMatchObject({ status: 403 })
   })
 })

@@ -57,11 +57,11 @@ it('starts again from base after a connection stayed healthy for resetAfterMs', 
   expect(backoff.nextDelayMs()).toBe(200)
 })
 
-it('uses 1 s, 30 s and 10 s when no option is given', () => {
+it('waits at most 1, 2, 4, 8, then 10 s when no option is given, and resets after 10 s', () => {
   const backoff = new Backoff({}, () => 0.999_999)
-  expect(backoff.nextDelayMs()).toBe(1000)
-  for (let i = 0; i < 10; i++) backoff.nextDelayMs()
-  expect(backoff.nextDelayMs()).toBe(30_000)
+  const delays = Array.from({ length: 8 }, () => backoff.nextDelayMs())
+  expect(delays).toEqual([1000, 2000, 4000, 8000, 10_000, 10_000, 10_000, 10_000])
+  expect(backoff.capMs).toBe(10_000)
   expect(backoff.resetAfterMs).toBe(10_000)
 })
 

@@ -1,18 +1,23 @@
-// The live page: create demo jobs and watch them move through the client library. Every job
-// on the page travels over one shared connection (createClient → /v1/events?jobs=…).
+// The live page: create demo jobs and watch them move through the client library. The page
+// watches the tenant feed (watchFeed → one `GET /v1/events` connection for every job it may
+// see), so creating a job opens no new connection. While the connection waits to reconnect,
+// the label counts down and "Retry now" skips the wait.
 // Built by esbuild into app.js (see src/dev/live-page.ts); no framework, no inline script.
 import {
-  createClient,
   describeState,
   isTerminalStatus,
   statusLabel,
+  watchFeed,
   type ConnectionState,
   type JobDocument,
-  type JobwireClient,
+  type JobFeed,
 } from '../../client/index.js'
 
 const TOKEN_KEY = 'jobwire.live-page.token'
 const RECENT_JOBS = 12
+/** Cards beyond this are dropped, oldest finished first (the feed brings every job). */
+const MAX_CARDS = 24
+const COUNTDOWN_TICK_MS = 250
 
 const el = <T extends HTMLElement>(selector: string, root: ParentNode = document): T => {
   const found = root.querySelector<T>(selector)
@@ -22,6 +27,8 @@ const el = <T extends HTMLElement>(selector: string, root: ParentNode = document
 
 const ui = {
   state: el('#connection-state'),
+  retryNow: el<HTMLButtonElement>('#retry-now'),
+  connectionAnnouncer: el('#connection-announcer'),
   tokenForm: el<HTMLFormElement>('#token-form'),
   tokenInput: el<HTMLInputElement>('#token-input'),
   tokenStatus: el('#token-status'),
@@ -36,7 +43,7 @@ const ui = {
 }
 
 let token = sessionStorage.getItem(TOKEN_KEY) ?? ''
-let client: JobwireClient | undefined
+let feed: JobFeed | undefined
 /** The status each card last showed, to announce changes (not first renders). */
 const shown = new Map<string, JobDocument['status']>()
 
@@ -57,22 +64,34 @@ async function problemText(res: Response): Promise<string> {
 
 // --- connection ---------------------------------------------------------------------------
 
+let countdown: ReturnType<typeof setInterval> | undefined
+
 function showState(state: ConnectionState): void {
   const name = typeof state === 'string' ? state : state.state
-  const idle = name === 'closed' && (client?.jobIds.length ?? 0) === 0
+  clearInterval(countdown)
+  countdown = undefined
+  if (ui.state.dataset.state !== name) {
+    // Announced once per change; the countdown itself is not (it would speak every second).
+    ui.connectionAnnouncer.textContent = `Connection ${name}`
+  }
   ui.state.dataset.state = name
-  ui.state.textContent = idle
-    ? token
-      ? 'idle: nothing to watch'
-      : 'not connected'
-    : describeState(state)
+  ui.retryNow.hidden = name !== 'reconnecting' && name !== 'polling'
+  if (typeof state === 'object') {
+    ui.state.dataset.retryAt = String(state.retryAt)
+    const tick = () => (ui.state.textContent = describeState(state))
+    tick()
+    countdown = setInterval(tick, COUNTDOWN_TICK_MS)
+  } else {
+    delete ui.state.dataset.retryAt
+    ui.state.textContent = name === 'closed' ? (token ? 'closed' : 'not connected') : state
+  }
 }
 
 async function useToken(next: string, how: string): Promise<void> {
   token = next.trim()
   sessionStorage.setItem(TOKEN_KEY, token)
-  client?.close()
-  client = undefined
+  feed?.close()
+  feed = undefined
   ui.jobs.replaceChildren()
   shown.clear()
   updateEmpty()
@@ -85,24 +104,49 @@ async function useToken(next: string, how: string): Promise<void> {
     return showState('closed')
   }
   ui.tokenStatus.textContent = `Using ${how}.`
-  client = createClient({ token, onState: showState })
-  client.onChange(render)
-  client.onError((jobId, error) => {
-    ui.formError.textContent = `Job ${jobId.slice(0, 8)}: ${error.message}`
+  renderList(res)
+  // List again once the feed is open: a change made between the first list and the feed's
+  // start would otherwise wait for the job's next change.
+  let hasListedSinceOpen = false
+  const current = watchFeed({
+    token,
+    onState: (state) => {
+      if (feed !== current) return
+      showState(state)
+      if (state === 'open' && !hasListedSinceOpen) {
+        hasListedSinceOpen = true
+        void listRecent()
+      }
+    },
   })
-  const { data } = (await res.json()) as { data: JobDocument[] }
-  for (const doc of data.reverse()) {
-    render(doc)
-    if (!isTerminalStatus(doc.status)) client.watch(doc.id)
-  }
-  showState(client.state)
+  feed = current
+  current.onChange(render)
+  current.onReset(() => void listRecent())
+  current.onDeleted((jobId) => removeCard(jobId))
+  current.onError((error) => {
+    ui.formError.textContent = `The job feed stopped: ${error.message}`
+  })
+  showState(current.state)
 }
+
+async function listRecent(): Promise<void> {
+  const res = await api(`/v1/jobs?limit=${RECENT_JOBS}`).catch(() => undefined)
+  if (res?.ok) renderList(res)
+}
+
+function renderList(res: Response): void {
+  void (res.json() as Promise<{ data: JobDocument[] }>).then(({ data }) => {
+    for (const doc of data.reverse()) render(doc)
+  })
+}
+
+ui.retryNow.addEventListener('click', () => feed?.retryNow())
 
 // --- creating and cancelling jobs -----------------------------------------------------------
 
 async function createJob(type: string): Promise<void> {
   ui.formError.textContent = ''
-  if (!token || !client) {
+  if (!token || !feed) {
     ui.formError.textContent = 'Set a token first.'
     return
   }
@@ -116,9 +160,8 @@ async function createJob(type: string): Promise<void> {
     ui.formError.textContent = `Could not create the job: ${await problemText(res)}`
     return
   }
-  const doc = (await res.json()) as JobDocument
-  render(doc)
-  client.watch(doc.id)
+  // The feed brings the new job too; rendering the answer shows it without waiting.
+  render((await res.json()) as JobDocument)
 }
 
 async function cancelJob(id: string): Promise<void> {
@@ -148,8 +191,25 @@ function cardFor(doc: JobDocument): HTMLLIElement {
   el('.job-cancel', card).addEventListener('click', () => void cancelJob(doc.id))
   el('.job-cancel', card).setAttribute('aria-label', `Cancel ${doc.type} job ${short}`)
   ui.jobs.prepend(card)
+  dropOldCards()
   updateEmpty()
   return card
+}
+
+function dropOldCards(): void {
+  const cards = [...ui.jobs.querySelectorAll<HTMLLIElement>('li.job')]
+  for (let i = cards.length - 1; i >= 0 && cards.length > MAX_CARDS; i--) {
+    const card = cards[i]!
+    if (!isTerminalStatus(card.dataset.status as JobDocument['status'])) continue
+    removeCard(card.dataset.jobId!)
+    cards.splice(i, 1)
+  }
+}
+
+function removeCard(jobId: string): void {
+  ui.jobs.querySelector(`li[data-job-id="${jobId}"]`)?.remove()
+  shown.delete(jobId)
+  updateEmpty()
 }
 
 function render(doc: JobDocument): void {
