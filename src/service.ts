@@ -19,6 +19,9 @@ import { fetchJobsChangedSince } from './db/catch-up.js'
 import { toJobDocument } from './events/document.js'
 import { Hub } from './events/hub.js'
 import { Listener } from './events/listener.js'
+import { REPLICATION_APPLICATION_NAME, ReplicationSource } from './events/replication-source.js'
+import { releaseNotifySwitch, turnNotifyOn, updateNotifySwitch } from './db/notify-switch.js'
+import { assertReplicationReady } from './db/replication-checks.js'
 import { streamRoutes } from './http/routes/streams.js'
 import { multiplexedRoutes } from './http/routes/multiplexed.js'
 import { attachWebSockets } from './http/ws-server.js'
@@ -42,7 +45,8 @@ export interface RunningService {
   databaseUrl: string
   logger: Logger
   hub: Hub
-  listener: Listener
+  /** The event source: the LISTEN connection, or the replication stream (EVENT_SOURCE). */
+  listener: Listener | ReplicationSource
   registry: StreamRegistry
   bridge: RedisBridge | undefined
   /** Graceful stop, bounded by SHUTDOWN_TIMEOUT_MS. Idempotent. */
@@ -70,6 +74,7 @@ export async function startService(
         dataDir: config.EMBEDDED_PG_DATA_DIR,
         port: config.EMBEDDED_PG_PORT,
         logger,
+        isLogical: config.EVENT_SOURCE === 'replication',
       })
       cleanup.push(() => embedded!.stop())
     }
@@ -142,14 +147,14 @@ export async function startService(
       batchWindowMs: config.BATCH_WINDOW_MS,
       onLatency: (ms) => metrics.latencyMs(ms),
     })
-    const listener = new Listener({
+    // Either source feeds the same hub (EVENT_SOURCE, docs/production.md): NOTIFY payloads
+    // the hub reads rows for, or whole rows from logical replication.
+    const sourceOptions = {
       connectionString: config.LISTEN_DATABASE_URL ?? databaseUrl,
-      logger: logger.child({ component: 'listener' }),
       reconnectMinMs: config.LISTENER_RECONNECT_MIN_MS,
       reconnectMaxMs: config.LISTENER_RECONNECT_MAX_MS,
-      onNotification: (payload) => hub.handlePayload(payload),
-      onDisconnected: () => (disconnectedAt ??= Date.now()),
-      onConnected: ({ isReconnect }) => {
+      onDisconnected: () => void (disconnectedAt ??= Date.now()),
+      onConnected: ({ isReconnect }: { isReconnect: boolean }) => {
         if (!isReconnect) return
         hub.refreshWatched({ includeTerminal: true })
         // Feeds (and the bridge) also see jobs nobody watched one by one: read what changed
@@ -173,7 +178,32 @@ export async function startService(
             logger.warn({ err: error }, 'feed catch-up after a listener outage failed'),
         )
       },
-    })
+    }
+    if (config.EVENT_SOURCE === 'replication')
+      await assertReplicationReady(sourceOptions.connectionString, logger)
+    const listener =
+      config.EVENT_SOURCE === 'replication'
+        ? new ReplicationSource({
+            ...sourceOptions,
+            logger: logger.child({ component: 'replication' }),
+            onRow: (id, row, ts) => hub.handleRow(id, row, { ts }),
+            onNotification: (notification) => hub.handleNotification(notification),
+            notifySwitch: {
+              update: () => updateNotifySwitch(db),
+              release: (pid) => releaseNotifySwitch(db, REPLICATION_APPLICATION_NAME, pid),
+            },
+          })
+        : new Listener({
+            ...sourceOptions,
+            logger: logger.child({ component: 'listener' }),
+            onNotification: (payload) => hub.handlePayload(payload),
+            afterListen: async (client) => {
+              if ((await turnNotifyOn(client)) === 'not-permitted')
+                logger.warn(
+                  'this login may not turn NOTIFY on (UPDATE on jobwire_event_source); replicating instances will within 5 s',
+                )
+            },
+          })
     let disconnectedAt: number | undefined
     // The stream registry and the metrics exist before the first notification can arrive.
     const registry = new StreamRegistry({ heartbeatMs: config.SSE_HEARTBEAT_MS })

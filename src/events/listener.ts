@@ -20,6 +20,8 @@ export interface ListenerOptions {
   reconnectMaxMs: number
   /** How often the idle connection is checked with a query (ms); a failed check reconnects. */
   pingIntervalMs?: number
+  /** Runs on the connection after LISTEN, before onConnected (the NOTIFY switch: it goes on). */
+  afterListen?(client: pg.Client): Promise<void>
   onNotification(payload: string | undefined): void
   onConnected(info: { isReconnect: boolean }): void
   onDisconnected?(error: unknown): void
@@ -88,6 +90,7 @@ export class Listener {
     try {
       await client.connect()
       await client.query(`LISTEN ${CHANNEL}`)
+      await this.options.afterListen?.(client)
       const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
       if (failed || this.isStopped) {
         await client.end().catch(() => undefined)

@@ -1,0 +1,418 @@
+// Owns the process's logical-replication stream (EVENT_SOURCE=replication; application_name
+// `jobwire-replication`): every committed insert, update and delete of job_queue arrives
+// through publication jobwire_job_queue, in commit order, as a whole row, and goes to the
+// hub with no read. Same lifecycle as the Listener: start() resolves once the stream runs;
+// the connection is retried for as long as it takes with capped exponential backoff and
+// full jitter (delays up to 100, 200, 400, … 30000 ms); every (re)connect calls onConnected.
+//
+// The slot is TEMPORARY, one per connection (docs/decisions.md, "Event source"): PostgreSQL
+// drops it when the session ends, crash included, so no instance can leave behind a slot
+// that holds WAL. A new slot starts at the present: what committed while the stream was
+// down is made up for by the re-read onConnected triggers, as after a LISTEN reconnect.
+// After a reconnect the previous slot's walsender, when a half-open connection kept it
+// alive, is terminated, rather than holding its WAL until wal_sender_timeout.
+//
+// A transaction's rows are applied when its Commit arrives, then its end LSN is confirmed
+// (flush position): never a position the hub has not applied. Between transactions the
+// server's keep-alive position is confirmed too, so an idle stream holds no WAL back.
+//
+// Decoding is pg-logical-replication's pgoutput parser, which turns every column with pg's
+// own type parsers: a row from the stream becomes the same document as the row of a SELECT.
+// Not its LogicalReplicationService: that opens its own connection inside subscribe(), where
+// a temporary slot cannot be created first; it acknowledges a message when it arrives
+// (auto), or the last *received* position on a timer, not the applied one; and it does not
+// reconnect.
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+import { PgoutputPlugin } from 'pg-logical-replication'
+import type { JobDocumentRow } from '../db/jobs.js'
+import { PUBLICATION } from '../db/replication-checks.js'
+import type { Logger } from '../telemetry/logger.js'
+import { toJobDocument } from './document.js'
+import type { FetchedJob } from './hub.js'
+import type { JobNotification } from './notification.js'
+
+export const REPLICATION_APPLICATION_NAME = 'jobwire-replication'
+
+/** Rows buffered per transaction before they are applied early (the transaction committed). */
+const MAX_BUFFERED_ROWS = 10_000
+/** Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
+const PG_EPOCH_US = 946_684_800_000_000n
+
+export interface ReplicationSourceOptions {
+  connectionString: string
+  logger: Logger
+  reconnectMinMs: number
+  reconnectMaxMs: number
+  /** How often the stream is asked for a reply (ms); no reply by the next ask reconnects. */
+  pingIntervalMs?: number
+  /** A committed row, whole; undefined when it was deleted. `ts`: commit time, epoch ms. */
+  onRow(jobId: string, row: FetchedJob | undefined, ts: number): void
+  /** A row the stream could not carry whole (an unchanged TOASTed column): read it instead. */
+  onNotification(notification: JobNotification): void
+  onConnected(info: { isReconnect: boolean }): void
+  onDisconnected?(error: unknown): void
+  /**
+   * The NOTIFY switch (src/db/notify-switch.ts): update() once the stream runs and then every
+   * intervalMs (default 5000); release() on stop, before the stream's session ends.
+   */
+  notifySwitch?: {
+    update(): Promise<unknown>
+    release(ownPid: number | undefined): Promise<void>
+    intervalMs?: number
+  }
+}
+
+/** pg's connection object, which carries the COPY BOTH stream (not in @types/pg). */
+interface CopyBothConnection {
+  on(event: 'copyData', listener: (message: { chunk: Buffer }) => void): void
+  once(event: 'replicationStart', listener: () => void): void
+  sendCopyFromChunk(chunk: Buffer): void
+}
+
+export class ReplicationStats {
+  /** Rows received (inserts, updates, deletes). */
+  rows = 0
+  transactions = 0
+  /** Rows handed on as notifications because a column was not in the stream. */
+  incompleteRows = 0
+  /** Newest WAL position the server reported, and the newest one confirmed (bytes). */
+  serverLsn = 0n
+  confirmedLsn = 0n
+}
+
+export class ReplicationSource {
+  readonly stats = new ReplicationStats()
+  private client: pg.Client | undefined
+  private isStopped = false
+  private isConnectedNow = false
+  private attempt = 0
+  private hasConnectedBefore = false
+  private retryTimer: NodeJS.Timeout | undefined
+  private pingTimer: NodeJS.Timeout | undefined
+  private firstConnect: { promise: Promise<void>; resolve: () => void }
+  private previousSlot: string | undefined
+  private switchTimer: NodeJS.Timeout | undefined
+  reconnects = 0
+  /** The walsender's pid (pg_terminate_backend on it is a source outage). */
+  backendPid: number | undefined
+  slotName: string | undefined
+
+  constructor(private readonly options: ReplicationSourceOptions) {
+    let resolve!: () => void
+    const promise = new Promise<void>((r) => (resolve = r))
+    this.firstConnect = { promise, resolve }
+  }
+
+  get isConnected(): boolean {
+    return this.isConnectedNow
+  }
+
+  /** Starts connecting; resolves once the first stream runs (retrying until then). */
+  start(): Promise<void> {
+    void this.connect()
+    return this.firstConnect.promise
+  }
+
+  async stop(): Promise<void> {
+    this.isStopped = true
+    clearTimeout(this.retryTimer)
+    clearInterval(this.pingTimer)
+    clearInterval(this.switchTimer)
+    this.firstConnect.resolve()
+    await this.options.notifySwitch
+      ?.release(this.backendPid)
+      .catch((error: unknown) =>
+        this.options.logger.warn({ err: error }, 'could not hand the NOTIFY switch back'),
+      )
+    const client = this.client
+    this.client = undefined
+    this.isConnectedNow = false
+    // Ending the session drops its temporary slot.
+    if (client) await client.end().catch(() => undefined)
+  }
+
+  private async connect(): Promise<void> {
+    if (this.isStopped) return
+    const client = new pg.Client({
+      connectionString: this.options.connectionString,
+      application_name: REPLICATION_APPLICATION_NAME,
+      keepAlive: true,
+      connectionTimeoutMillis: 10_000,
+      replication: 'database',
+    } as pg.ClientConfig)
+    let failed = false
+    const onFailure = (error: unknown) => {
+      if (failed) return
+      failed = true
+      this.handleFailure(client, error)
+    }
+    client.on('error', onFailure)
+    client.on('end', () => onFailure(new Error('replication connection ended')))
+    const slot = `jobwire_${randomBytes(8).toString('hex')}`
+    try {
+      await client.connect()
+      const pid = await boundedQuery<{ pid: number }>(client, 'SELECT pg_backend_pid() AS pid')
+      if (this.previousSlot) await this.endPreviousSlot(client, this.previousSlot)
+      // Waits until the transactions running now have finished (a consistent start).
+      const created = await client.query<{ consistent_point: string }>(
+        `CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT`,
+      )
+      const start = created.rows[0]!.consistent_point
+      if (failed || this.isStopped) {
+        await client.end().catch(() => undefined)
+        return
+      }
+      const connection = (client as unknown as { connection: CopyBothConnection }).connection
+      const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [PUBLICATION] })
+      const stream = new StreamDecoder(plugin, this.stats, {
+        rows: (rows, ts) => {
+          for (const [id, row] of rows) this.options.onRow(id, row, ts)
+        },
+        incomplete: (notification) => this.options.onNotification(notification),
+        send: (status) => connection.sendCopyFromChunk(status),
+      })
+      connection.on('copyData', ({ chunk }) => {
+        try {
+          stream.receive(chunk)
+        } catch (error) {
+          onFailure(error)
+        }
+      })
+      connection.once('replicationStart', () => {
+        if (failed || this.isStopped) return
+        this.client = client
+        this.backendPid = pid.rows[0]?.pid
+        this.slotName = slot
+        this.previousSlot = slot
+        this.isConnectedNow = true
+        this.attempt = 0
+        const isReconnect = this.hasConnectedBefore
+        this.hasConnectedBefore = true
+        if (isReconnect) this.reconnects++
+        this.options.logger.info(
+          { pid: this.backendPid, slot, start, isReconnect },
+          'replication stream started',
+        )
+        this.startPing(client, stream)
+        this.startSwitch()
+        this.firstConnect.resolve()
+        this.options.onConnected({ isReconnect })
+      })
+      // Resolves only when the stream ends; a server error rejects it.
+      plugin.start(client, slot, start).then(
+        () => onFailure(new Error('replication stream ended')),
+        (error: unknown) => onFailure(error),
+      )
+    } catch (error) {
+      onFailure(error)
+    }
+  }
+
+  /**
+   * A half-open connection leaves its walsender, and the temporary slot with it, alive until
+   * wal_sender_timeout: end it now. The random slot name makes this exact.
+   */
+  private async endPreviousSlot(client: pg.Client, slot: string): Promise<void> {
+    // The name is ours (jobwire_ and hex digits): safe inside the literal. A replication
+    // connection takes simple queries only, so no parameters.
+    const { rows } = await boundedQuery(
+      client,
+      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+        WHERE slot_name = '${slot}' AND active_pid IS NOT NULL`,
+    )
+    if (rows.length > 0) this.options.logger.info({ slot }, 'ended the previous replication slot')
+    this.previousSlot = undefined
+  }
+
+  private handleFailure(client: pg.Client, error: unknown): void {
+    client.on('error', () => undefined) // a late error from a dead client must not crash us
+    void client.end().catch(() => undefined)
+    if (this.client === client) this.client = undefined
+    clearInterval(this.pingTimer)
+    const wasConnected = this.isConnectedNow
+    this.isConnectedNow = false
+    if (this.isStopped) return
+    if (wasConnected) {
+      this.options.logger.warn({ err: error }, 'replication stream lost; reconnecting')
+      this.options.onDisconnected?.(error)
+    }
+    const cap = Math.min(
+      this.options.reconnectMaxMs,
+      this.options.reconnectMinMs * 2 ** this.attempt,
+    )
+    const delay = this.attempt === 0 ? this.options.reconnectMinMs : Math.round(Math.random() * cap)
+    this.attempt = Math.min(this.attempt + 1, 30)
+    if (!wasConnected) {
+      // A setting or a privilege missing since start-up repeats on every attempt: say it.
+      const level = this.attempt === 1 || this.attempt % 10 === 0 ? 'warn' : 'debug'
+      this.options.logger[level]({ err: error, delay }, 'replication connect failed; retrying')
+    }
+    this.retryTimer = setTimeout(() => void this.connect(), delay)
+  }
+
+  private startSwitch(): void {
+    const notifySwitch = this.options.notifySwitch
+    if (!notifySwitch || this.switchTimer) return
+    const update = () =>
+      void notifySwitch
+        .update()
+        .catch((error: unknown) =>
+          this.options.logger.warn({ err: error }, 'updating the NOTIFY switch failed'),
+        )
+    update()
+    this.switchTimer = setInterval(update, notifySwitch.intervalMs ?? 5000)
+    this.switchTimer.unref()
+  }
+
+  private startPing(client: pg.Client, stream: StreamDecoder): void {
+    const interval = this.options.pingIntervalMs ?? 15_000
+    clearInterval(this.pingTimer)
+    let receivedAtLastPing = stream.messages
+    this.pingTimer = setInterval(() => {
+      // A half-open TCP connection only shows when we write and nothing comes back.
+      if (stream.messages === receivedAtLastPing) {
+        client.emit('error', new Error('replication stream: no reply to the last status update'))
+        return
+      }
+      receivedAtLastPing = stream.messages
+      stream.sendStatus(true)
+    }, interval)
+    this.pingTimer.unref()
+    stream.sendStatus(true)
+  }
+}
+
+/** What a decoded stream hands on. */
+interface StreamSink {
+  /** A committed transaction's rows (its newest version of each job, undefined: deleted). */
+  rows(rows: Map<string, FetchedJob | undefined>, ts: number): void
+  incomplete(notification: JobNotification): void
+  send(status: Buffer): void
+}
+
+/** One stream's state: the open transaction, the positions, and the standby status updates. */
+class StreamDecoder {
+  messages = 0
+  private pending: Map<string, FetchedJob | undefined> | undefined
+  private ts = 0
+  private confirmed = 0n
+
+  constructor(
+    private readonly plugin: PgoutputPlugin,
+    private readonly stats: ReplicationStats,
+    private readonly sink: StreamSink,
+  ) {}
+
+  receive(chunk: Buffer): void {
+    this.messages++
+    const stats = this.stats
+    if (chunk[0] === 0x6b /* k: primary keepalive */) {
+      const serverLsn = chunk.readBigUInt64BE(1)
+      if (serverLsn > stats.serverLsn) stats.serverLsn = serverLsn
+      // Between transactions everything up to the server's position has been applied.
+      if (!this.pending && serverLsn > this.confirmed) this.confirmed = serverLsn
+      if (chunk[17] === 1) this.sendStatus(false)
+      return
+    }
+    if (chunk[0] !== 0x77 /* w: XLogData */) return
+    const walEnd = chunk.readBigUInt64BE(9)
+    if (walEnd > stats.serverLsn) stats.serverLsn = walEnd
+    const message = this.plugin.parse(chunk.subarray(25))
+    switch (message.tag) {
+      case 'begin':
+        this.pending = new Map()
+        // The parser gives microseconds since the Unix epoch.
+        this.ts = Number(message.commitTime as bigint) / 1000
+        break
+      case 'insert':
+      case 'update':
+        this.row(message.new)
+        break
+      case 'delete':
+        this.removed(message.key ?? message.old)
+        break
+      case 'commit':
+        this.flush()
+        this.pending = undefined
+        stats.transactions++
+        this.confirmed = lsnOf(message.commitEndLsn) ?? this.confirmed
+        this.sendStatus(false)
+        break
+      default:
+      // relation, type, origin: the parser keeps what it needs; truncate is not published.
+    }
+  }
+
+  /** Confirms the applied position (write = flush = apply). */
+  sendStatus(isReplyRequested: boolean): void {
+    const status = Buffer.alloc(34)
+    status[0] = 0x72 // r: standby status update
+    status.writeBigUInt64BE(this.confirmed, 1)
+    status.writeBigUInt64BE(this.confirmed, 9)
+    status.writeBigUInt64BE(this.confirmed, 17)
+    status.writeBigUInt64BE(BigInt(Date.now()) * 1000n - PG_EPOCH_US, 25)
+    status[33] = isReplyRequested ? 1 : 0
+    if (this.confirmed > this.stats.confirmedLsn) this.stats.confirmedLsn = this.confirmed
+    this.sink.send(status)
+  }
+
+  private row(tuple: Record<string, unknown>): void {
+    this.stats.rows++
+    const row = tuple as unknown as JobDocumentRow
+    if (Object.values(tuple).includes(undefined)) {
+      // An unchanged TOASTed value (a large result or error) is not in the stream: the hub
+      // reads the row, as for a notification.
+      this.stats.incompleteRows++
+      this.sink.incomplete({
+        id: row.id,
+        tenantId: row.tenant_id,
+        ownerId: row.owner_id,
+        version: Number(row.version),
+        status: row.status,
+        ts: this.ts,
+      })
+      return
+    }
+    this.add(row.id, { doc: toJobDocument(row), tenantId: row.tenant_id, ownerId: row.owner_id })
+  }
+
+  private removed(key: Record<string, unknown> | null): void {
+    this.stats.rows++
+    const id = key?.id
+    if (typeof id === 'string') this.add(id, undefined)
+  }
+
+  private add(id: string, row: FetchedJob | undefined): void {
+    const pending = (this.pending ??= new Map())
+    // Only the newest version of a job in a transaction matters; re-insert keeps it last.
+    pending.delete(id)
+    pending.set(id, row)
+    if (pending.size >= MAX_BUFFERED_ROWS) this.flush()
+  }
+
+  private flush(): void {
+    if (!this.pending || this.pending.size === 0) return
+    const rows = this.pending
+    this.pending = new Map()
+    this.sink.rows(rows, this.ts)
+  }
+}
+
+/**
+ * A short query that must not hang on a connection that stalled after the handshake
+ * (pg reads query_timeout per query; @types/pg does not list it).
+ */
+function boundedQuery<R extends pg.QueryResultRow = pg.QueryResultRow>(
+  client: pg.Client,
+  text: string,
+): Promise<pg.QueryResult<R>> {
+  return client.query<R>({ text, query_timeout: 10_000 } as pg.QueryConfig)
+}
+
+/** `XXXXXXXX/XXXXXXXX` → the position in bytes. */
+function lsnOf(text: string | null): bigint | undefined {
+  if (!text) return undefined
+  const [high, low] = text.split('/')
+  return (BigInt(`0x${high}`) << 32n) | BigInt(`0x${low}`)
+}
