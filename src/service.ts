@@ -210,6 +210,7 @@ export async function startService(
     const metrics = createMetrics({
       hub,
       listener,
+      replication: listener instanceof ReplicationSource ? listener.stats : undefined,
       registry,
       tenantLabel: config.METRICS_TENANT_LABEL,
     })
