@@ -3,7 +3,7 @@
 // the positions, and the standby status updates that confirm what was applied. The
 // connection around it is src/events/replication-source.ts.
 import type { PgoutputPlugin } from 'pg-logical-replication'
-import type { JobDocumentRow } from '../db/jobs.js'
+import { JOB_DOCUMENT_COLUMNS, type JobDocumentRow } from '../db/jobs.js'
 import { toJobDocument } from './document.js'
 import type { FetchedJob } from './hub.js'
 import type { JobNotification } from './notification.js'
@@ -101,7 +101,7 @@ export class StreamDecoder {
   private row(tuple: Record<string, unknown>): void {
     this.stats.rows++
     const row = tuple as unknown as JobDocumentRow
-    if (Object.values(tuple).includes(undefined)) {
+    if (JOB_DOCUMENT_COLUMNS.some((column) => tuple[column] === undefined)) {
       // An unchanged TOASTed value (a large result or error) is not in the stream: the hub
       // reads the row, as for a notification.
       this.stats.incompleteRows++
