@@ -92,6 +92,27 @@ describe('the replication stream', () => {
     expect(service.hub.stats.fetches).toBe(readsBefore)
   })
 
+  it('confirms a transaction to the server once the hub has applied it', async () => {
+    const service = await start()
+    const t = newTenant()
+    const job = await createJob(service, t.admin)
+    const stream = await open(service, `/v1/jobs/${job.id}/events`, t.admin)
+    await stream.next('snapshot')
+    await sql.query(`UPDATE job_queue SET progress = 5 WHERE id = $1`, [job.id])
+    const { rows } = await sql.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')
+    await stream.next('patch')
+    const confirmedPast = async () =>
+      (
+        await sql.query<{ ok: boolean }>(
+          `SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok FROM pg_replication_slots
+            WHERE slot_name = $1`,
+          [(service.listener as { slotName?: string }).slotName, rows[0]!.lsn],
+        )
+      ).rows[0]?.ok === true
+    // Well within the 15 s between the stream's own status updates.
+    await until(confirmedPast, "the slot's confirmed position to pass the commit", 5_000)
+  })
+
   it('makes the writers emit no NOTIFY', async () => {
     const service = await start()
     await until(async () => !(await notifySwitch()), 'the NOTIFY switch to go off')
