@@ -1,4 +1,6 @@
-// Two projects: unit (pure logic, no I/O) and integration (real PostgreSQL, real HTTP).
+// Projects: unit (pure logic, no I/O), integration (real PostgreSQL, real HTTP), e2e (a
+// browser), and integration-replication: the event pipeline's integration tests again, plus
+// test/replication/, with EVENT_SOURCE=replication on a server with wal_level=logical.
 // Sources are ESM TypeScript, transformed by SWC; jest runs with --experimental-vm-modules.
 const transform = {
   '^.+\\.ts$': [
@@ -28,6 +30,17 @@ export default {
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
       globalSetup: '<rootDir>/test/helpers/global-setup.mjs',
       globalTeardown: '<rootDir>/test/helpers/global-teardown.mjs',
+    },
+    {
+      ...common,
+      displayName: 'integration-replication',
+      testMatch: [
+        '<rootDir>/test/integration/{sse,resume,listener-outage,multi-instance,slow-client}.test.ts',
+        '<rootDir>/test/replication/**/*.test.ts',
+      ],
+      setupFiles: ['<rootDir>/test/helpers/replication-env.ts'],
+      globalSetup: '<rootDir>/test/helpers/replication-server.mjs',
+      globalTeardown: '<rootDir>/test/helpers/replication-server-teardown.mjs',
     },
     {
       ...common,

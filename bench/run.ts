@@ -21,6 +21,7 @@ import { authzScenario } from './scenarios/authz.js'
 import { bullmqScenario } from './scenarios/bullmq.js'
 import { slowClientScenario } from './scenarios/slow-client.js'
 import { multiScenario } from './scenarios/multi.js'
+import { replicationScenario } from './scenarios/replication.js'
 
 const WANTED_NOFILE = 65_536
 /** The whole run must stay under 10 minutes; a scenario that hangs is cut off here. */
@@ -43,6 +44,7 @@ const SCENARIOS: Record<string, Scenario> = {
   polling: { targets: [10], run: pollingScenario },
   authz: { targets: [11], run: authzScenario },
   bullmq: { targets: [12], run: bullmqScenario },
+  replication: { targets: [14], run: replicationScenario },
 }
 const ALIASES: Record<string, string> = { memory: 'fanout' }
 

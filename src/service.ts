@@ -16,6 +16,9 @@ import { livePageRouter } from './dev/live-page.js'
 import { toJobDocument } from './events/document.js'
 import { Hub } from './events/hub.js'
 import { Listener } from './events/listener.js'
+import { REPLICATION_APPLICATION_NAME, ReplicationSource } from './events/replication-source.js'
+import { releaseNotifySwitch, turnNotifyOn, updateNotifySwitch } from './db/notify-switch.js'
+import { assertReplicationReady } from './db/replication-checks.js'
 import { OutageCatchUp } from './events/outage-catch-up.js'
 import type { ReadinessReport } from './http/app.js'
 import { createAuthenticator, resolveAuthKeys } from './http/auth.js'
@@ -37,7 +40,8 @@ export interface RunningService {
   databaseUrl: string
   logger: Logger
   hub: Hub
-  listener: Listener
+  /** The event source: the LISTEN connection, or the replication stream (EVENT_SOURCE). */
+  listener: Listener | ReplicationSource
   registry: StreamRegistry
   bridge: RedisBridge | undefined
   /** Graceful stop, bounded by SHUTDOWN_TIMEOUT_MS. Idempotent. */
@@ -73,6 +77,7 @@ export async function startService(
         dataDir: config.EMBEDDED_PG_DATA_DIR,
         port: config.EMBEDDED_PG_PORT,
         logger,
+        isLogical: config.EVENT_SOURCE === 'replication',
       })
       cleanup.push(() => embedded.stop())
       databaseUrl = embedded.url
@@ -112,8 +117,9 @@ export async function startService(
         ? signDevToken(keys.jwt.secret, { sub: 'dev-admin', role: 'admin' })
         : undefined
 
-    // 5. The event pipeline: the one listener connection feeds the hub, which reads changed
-    //    rows in batches; after a reconnect the outage is caught up.
+    // 5. The event pipeline: the one event source feeds the hub — NOTIFY payloads the hub
+    //    reads rows for, or whole rows from logical replication (EVENT_SOURCE,
+    //    docs/production.md); after a reconnect the outage is caught up.
     const toFetched = (row: JobDocumentRow) => ({
       doc: toJobDocument(row),
       tenantId: row.tenant_id,
@@ -133,15 +139,40 @@ export async function startService(
       fetchChangedSince: async (tenants, since, limit) =>
         (await fetchJobsChangedSince(db, tenants, since, limit)).map(toFetched),
     })
-    const listener = new Listener({
+    const sourceOptions = {
       connectionString: config.LISTEN_DATABASE_URL ?? databaseUrl,
-      logger: logger.child({ component: 'listener' }),
       reconnectMinMs: config.LISTENER_RECONNECT_MIN_MS,
       reconnectMaxMs: config.LISTENER_RECONNECT_MAX_MS,
-      onNotification: (payload) => hub.handlePayload(payload),
       onDisconnected: () => catchUp.disconnected(),
-      onConnected: ({ isReconnect }) => isReconnect && catchUp.reconnected(),
-    })
+      onConnected: ({ isReconnect }: { isReconnect: boolean }) => {
+        if (isReconnect) catchUp.reconnected()
+      },
+    }
+    if (config.EVENT_SOURCE === 'replication')
+      await assertReplicationReady(sourceOptions.connectionString, logger)
+    const listener =
+      config.EVENT_SOURCE === 'replication'
+        ? new ReplicationSource({
+            ...sourceOptions,
+            logger: logger.child({ component: 'replication' }),
+            onRow: (id, row, ts) => hub.handleRow(id, row, { ts }),
+            onNotification: (notification) => hub.handleNotification(notification),
+            notifySwitch: {
+              update: () => updateNotifySwitch(db),
+              release: (pid) => releaseNotifySwitch(db, REPLICATION_APPLICATION_NAME, pid),
+            },
+          })
+        : new Listener({
+            ...sourceOptions,
+            logger: logger.child({ component: 'listener' }),
+            onNotification: (payload) => hub.handlePayload(payload),
+            afterListen: async (client) => {
+              if ((await turnNotifyOn(client)) === 'not-permitted')
+                logger.warn(
+                  'this login may not turn NOTIFY on (UPDATE on jobwire_event_source); replicating instances will within 5 s',
+                )
+            },
+          })
     // The database answers the pool again: the listener need not wait out its backoff.
     pool.on('connect', () => listener.retryNow())
     // The stream registry and the metrics exist before the first notification can arrive.
@@ -149,6 +180,7 @@ export async function startService(
     const metrics = createMetrics({
       hub,
       listener,
+      replication: listener instanceof ReplicationSource ? listener.stats : undefined,
       registry,
       tenantLabel: config.METRICS_TENANT_LABEL,
     })

@@ -22,18 +22,19 @@ export interface BenchDatabase {
   drop(): Promise<void>
 }
 
-export function databaseUrl(name: string): string {
-  const url = new URL(ADMIN_URL)
+export function databaseUrl(name: string, adminUrl = ADMIN_URL): string {
+  const url = new URL(adminUrl)
   url.pathname = `/${name}`
   return url.toString()
 }
 
-export async function createBenchDatabase(): Promise<BenchDatabase> {
+/** On the local PostgreSQL, or on another server (`adminUrl`: a superuser's URL). */
+export async function createBenchDatabase(adminUrl = ADMIN_URL): Promise<BenchDatabase> {
   const name = `jobwire_bench_${randomBytes(4).toString('hex')}`
-  const admin = new pg.Client({ connectionString: ADMIN_URL, application_name: 'jobwire-bench' })
+  const admin = new pg.Client({ connectionString: adminUrl, application_name: 'jobwire-bench' })
   await admin.connect()
   await admin.query(`CREATE DATABASE ${name}`)
-  const url = databaseUrl(name)
+  const url = databaseUrl(name, adminUrl)
   let pool: pg.Pool | undefined
   const drop = async () => {
     await pool?.end().catch(() => undefined)

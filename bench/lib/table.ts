@@ -88,6 +88,12 @@ export const TARGETS: ReadonlyArray<{ n: number; metric: string; target: string;
     target: 'latency ≤ peer; CPU < peer',
     why: 'scenario `bullmq` not run',
   },
+  {
+    n: 14,
+    metric: 'row 7 and row 1 with the logical-replication event source',
+    target: '≥ 0.9 × raw UPDATE at 8 writers; latency beside NOTIFY’s',
+    why: 'scenario `replication` not run',
+  },
 ]
 
 export function notMeasured(n: number, why?: string): Row {

@@ -139,6 +139,9 @@ export const envSchema = z.object({
   BATCH_MAX_IDS: int(1, 10_000).default(500),
   LISTENER_RECONNECT_MIN_MS: int(10, 600_000).default(100),
   LISTENER_RECONNECT_MAX_MS: int(10, 600_000).default(2000),
+  EVENT_SOURCE: z
+    .enum(['notify', 'replication'], { error: 'expected notify or replication' })
+    .default('notify'),
 
   WS_PING_INTERVAL_MS: int(1000, 3_600_000).default(30_000),
   WS_MAX_SUBSCRIPTIONS: int(1, 100_000).default(200),

@@ -22,6 +22,8 @@ export async function startEmbeddedPostgres(options: {
   dataDir: string
   port: number
   logger: Logger
+  /** wal_level=logical, for EVENT_SOURCE=replication (takes effect at every start). */
+  isLogical?: boolean
 }): Promise<EmbeddedDatabase> {
   const log = options.logger.child({ component: 'embedded-postgres' })
   const isRoot = process.getuid?.() === 0
@@ -41,7 +43,10 @@ export async function startEmbeddedPostgres(options: {
     authMethod: 'scram-sha-256',
     persistent: true,
     createPostgresUser: isRoot,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
+    postgresFlags: [
+      ...['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
+      ...(options.isLogical ? ['-c', 'wal_level=logical'] : []),
+    ],
     onLog: (message) => {
       const text = String(message).trim()
       recent.push(text)

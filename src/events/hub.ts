@@ -9,7 +9,9 @@
 //     are re-read, and a failed read is retried;
 //   * nothing reaches a caller before its authorisation: a watch opened before the
 //     authorising read is a reservation without a watcher (reserve()); the transport joins
-//     with attach() only after the read allowed it.
+//     with attach() only after the read allowed it;
+//   * a whole row from the replication stream (handleRow) is applied as the read of a
+//     notification would be, without the read.
 import type { JobDocument } from '../protocol/job.js'
 import { isTerminalStatus } from '../protocol/job.js'
 import type { Logger } from '../telemetry/logger.js'
@@ -212,6 +214,35 @@ export class Hub {
       state.notifiedTs = n.ts
     }
     this.enqueue(state, n.status === 'deleted')
+  }
+
+  /**
+   * Applies a whole row that the event source already has (logical replication), with no
+   * read: the same routing as a notification followed by its read. An unwatched job nobody's
+   * feed wants costs a map lookup; versions only move forward. `fetched` undefined: the row
+   * was deleted, and the job's watchers are told it is gone.
+   * `ts`: the commit time (epoch ms), for the latency metric.
+   */
+  handleRow(jobId: string, fetched: FetchedJob | undefined, options: { ts?: number } = {}): void {
+    this.stats.notifications++
+    if (!fetched) {
+      if (!this.jobs.has(jobId) && !this.retained.has(jobId)) this.stats.unwatched++
+      return this.gone(jobId)
+    }
+    let state = this.jobs.get(jobId)
+    if (!state) {
+      if (!this.feedWants(fetched.tenantId, fetched.ownerId)) {
+        this.stats.unwatched++
+        return
+      }
+      state = this.retained.get(jobId) ?? new JobState(jobId, this.options.historySize)
+      this.retain(state, true)
+    }
+    if (fetched.doc.version > state.notifiedVersion) {
+      state.notifiedVersion = fetched.doc.version
+      state.notifiedTs = options.ts
+    }
+    this.apply(state, fetched)
   }
 
   /** Re-reads watched jobs: after a listener reconnect (all) and on the safety sweep (non-terminal). */

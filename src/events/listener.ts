@@ -1,11 +1,10 @@
 // Owns the process's one LISTEN connection (application_name `jobwire-listener`). A NOTIFY
 // is a hint that a job changed; the hub re-reads the row. The connection is retried for as
-// long as it takes, also at start-up, with capped exponential backoff and full jitter:
-// the first retry after LISTENER_RECONNECT_MIN_MS, then delays (ms) drawn from
-// [0, min(max, min·2^attempt)]: up to 200, 400, 800, 1600, then 2000 with the defaults, so
-// the listener is back at most LISTENER_RECONNECT_MAX_MS after the database is.
-// retryNow() cuts a wait short when something else has just seen the database answer (the
-// query pool connected, a readiness check passed): at most one early attempt a second.
+// long as it takes, also at start-up, on src/events/reconnect-schedule.ts: the first retry
+// after LISTENER_RECONNECT_MIN_MS, then full-jitter delays up to 200, 400, 800, 1600, then
+// 2000 ms with the defaults, so the listener is back at most LISTENER_RECONNECT_MAX_MS
+// after the database is; retryNow() cuts a wait short when something else has just seen
+// the database answer.
 // Every (re)connect calls onConnected so the hub re-reads what it watches: notifications
 // sent while no one listened are lost by PostgreSQL, the re-read is what makes up for them.
 //
@@ -16,23 +15,7 @@
 import pg from 'pg'
 import type { Logger } from '../telemetry/logger.js'
 import { CHANNEL } from './notification.js'
-
-/** Early attempts (retryNow) start at most this often, whatever calls it. */
-const EARLY_RETRY_INTERVAL_MS = 1000
-
-/**
- * The wait before reconnect attempt `attempt` (0 for the first after a failure): the
- * minimum, then full jitter over min·2^attempt, capped at maxMs.
- */
-export function reconnectDelayMs(
-  attempt: number,
-  minMs: number,
-  maxMs: number,
-  random: () => number = Math.random,
-): number {
-  if (attempt === 0) return minMs
-  return Math.round(random() * Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30)))
-}
+import { ReconnectSchedule } from './reconnect-schedule.js'
 
 export interface ListenerOptions {
   connectionString: string
@@ -41,6 +24,8 @@ export interface ListenerOptions {
   reconnectMaxMs: number
   /** How often the idle connection is checked with a query (ms); a failed check reconnects. */
   pingIntervalMs?: number
+  /** Runs on the connection after LISTEN, before onConnected (the NOTIFY switch: it goes on). */
+  afterListen?(client: pg.Client): Promise<void>
   onNotification(payload: string | undefined): void
   onConnected(info: { isReconnect: boolean }): void
   onDisconnected?(error: unknown): void
@@ -50,11 +35,8 @@ export class Listener {
   private client: pg.Client | undefined
   private isStopped = false
   private isConnectedNow = false
-  private isConnecting = false
-  private lastAttemptAt = 0
-  private attempt = 0
+  private readonly schedule: ReconnectSchedule
   private hasConnectedBefore = false
-  private retryTimer: NodeJS.Timeout | undefined
   private pingTimer: NodeJS.Timeout | undefined
   private firstConnect: { promise: Promise<void>; resolve: () => void }
   reconnects = 0
@@ -64,6 +46,11 @@ export class Listener {
     let resolve!: () => void
     const promise = new Promise<void>((r) => (resolve = r))
     this.firstConnect = { promise, resolve }
+    this.schedule = new ReconnectSchedule({
+      minMs: options.reconnectMinMs,
+      maxMs: options.reconnectMaxMs,
+      connect: () => void this.connect(),
+    })
   }
 
   get isConnected(): boolean {
@@ -81,18 +68,14 @@ export class Listener {
    * most once a second; nothing happens while connected or connecting). A failed early
    * attempt goes back to the backoff where it was.
    */
+  /** Something else saw the database answer: try now rather than after the backoff. */
   retryNow(): void {
-    if (this.isStopped || this.isConnectedNow || this.isConnecting) return
-    if (this.retryTimer === undefined) return
-    if (Date.now() - this.lastAttemptAt < EARLY_RETRY_INTERVAL_MS) return
-    clearTimeout(this.retryTimer)
-    this.retryTimer = undefined
-    void this.connect()
+    if (!this.isStopped) this.schedule.retryNow()
   }
 
   async stop(): Promise<void> {
     this.isStopped = true
-    clearTimeout(this.retryTimer)
+    this.schedule.stop()
     clearInterval(this.pingTimer)
     this.firstConnect.resolve()
     const client = this.client
@@ -102,10 +85,8 @@ export class Listener {
   }
 
   private async connect(): Promise<void> {
-    this.retryTimer = undefined
     if (this.isStopped) return
-    this.isConnecting = true
-    this.lastAttemptAt = Date.now()
+    this.schedule.started()
     const client = new pg.Client({
       connectionString: this.options.connectionString,
       application_name: 'jobwire-listener',
@@ -128,16 +109,16 @@ export class Listener {
     try {
       await client.connect()
       await client.query(`LISTEN ${CHANNEL}`)
+      await this.options.afterListen?.(client)
       const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
       if (failed || this.isStopped) {
         await client.end().catch(() => undefined)
         return
       }
-      this.isConnecting = false
       this.client = client
       this.backendPid = rows[0]?.pid
       this.isConnectedNow = true
-      this.attempt = 0
+      this.schedule.succeeded()
       const isReconnect = this.hasConnectedBefore
       this.hasConnectedBefore = true
       if (isReconnect) this.reconnects++
@@ -158,21 +139,14 @@ export class Listener {
     clearInterval(this.pingTimer)
     const wasConnected = this.isConnectedNow
     this.isConnectedNow = false
-    this.isConnecting = false
     if (this.isStopped) return
     if (wasConnected) {
       this.options.logger.warn({ err: error }, 'listener connection lost; reconnecting')
       this.options.onDisconnected?.(error)
     }
-    const delay = reconnectDelayMs(
-      this.attempt,
-      this.options.reconnectMinMs,
-      this.options.reconnectMaxMs,
-    )
-    this.attempt = Math.min(this.attempt + 1, 30)
+    const delay = this.schedule.failed()
     if (!wasConnected)
       this.options.logger.debug({ err: error, delay }, 'listener connect failed; retrying')
-    this.retryTimer = setTimeout(() => void this.connect(), delay)
   }
 
   private startPing(client: pg.Client): void {

@@ -48,6 +48,15 @@ export interface ListenerSource {
   readonly reconnects: number
 }
 
+/** The replication stream's counters (src/events/replication-source.ts ReplicationStats). */
+export interface ReplicationStatsSource {
+  readonly rows: number
+  readonly transactions: number
+  readonly incompleteRows: number
+  readonly serverLsn: bigint
+  readonly confirmedLsn: bigint
+}
+
 /** src/transports/stream-registry.ts fits it. */
 export interface StreamSource {
   countByKind(kind: Transport): number
@@ -56,6 +65,8 @@ export interface StreamSource {
 export interface MetricsOptions {
   hub: HubSource
   listener: ListenerSource
+  /** With EVENT_SOURCE=replication: the stream's counters. */
+  replication?: ReplicationStatsSource
   registry: StreamSource
   /** Break open streams down by tenant (METRICS_TENANT_LABEL). */
   tenantLabel: boolean
@@ -206,9 +217,43 @@ export function createMetrics(options: MetricsOptions): Metrics {
     () => hub.stats.fetchMs / 1000,
   )
 
+  const replication = options.replication
+  if (replication) {
+    snapshotCounter(
+      {
+        name: 'jobwire_replication_rows_total',
+        help: 'Rows received from the replication stream (inserts, updates, deletes)',
+      },
+      () => replication.rows,
+    )
+    snapshotCounter(
+      {
+        name: 'jobwire_replication_transactions_total',
+        help: 'Committed transactions received from the replication stream',
+      },
+      () => replication.transactions,
+    )
+    snapshotCounter(
+      {
+        name: 'jobwire_replication_incomplete_rows_total',
+        help: 'Streamed rows without an unchanged large (TOASTed) column, read instead',
+      },
+      () => replication.incompleteRows,
+    )
+    new Gauge({
+      name: 'jobwire_replication_lag_bytes',
+      help: 'WAL between the server position last reported and the position confirmed (applied)',
+      registers: [registry],
+      collect() {
+        const lag = replication.serverLsn - replication.confirmedLsn
+        this.set(replication.confirmedLsn > 0n && lag > 0n ? Number(lag) : 0)
+      },
+    })
+  }
+
   const latency = new Histogram({
     name: 'jobwire_commit_to_delivery_milliseconds',
-    help: 'From the commit (the NOTIFY trigger clock) to the change being written to streams',
+    help: 'From the commit (the NOTIFY trigger clock, or the commit time from replication) to the change being written to streams',
     buckets: LATENCY_BUCKETS_MS,
     registers: [registry],
   })

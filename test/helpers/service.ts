@@ -7,6 +7,13 @@ import type { Logger } from '../../src/telemetry/logger.js'
 
 export const TEST_JWT_SECRET = 'test-secret-test-secret-test-secret-0123456789'
 
+/** The event source every test service starts with (the integration-replication project
+ * sets replication; a test's own env wins). */
+export const testEventSource = process.env.JOBWIRE_TEST_EVENT_SOURCE ?? 'notify'
+/** application_name of that source's connection, as pg_stat_activity shows it. */
+export const sourceApplicationName =
+  testEventSource === 'replication' ? 'jobwire-replication' : 'jobwire-listener'
+
 export interface TestService extends RunningService {
   /** fetch() relative to the service URL. */
   fetch(path: string, init?: RequestInit & { token?: string }): Promise<Response>
@@ -26,6 +33,7 @@ export async function startTestService(
     LOG_LEVEL: 'silent',
     MIGRATE_ON_START: 'false',
     SHUTDOWN_TIMEOUT_MS: '2000',
+    EVENT_SOURCE: testEventSource,
     ...env,
   })
   const service = await startService(config, options)

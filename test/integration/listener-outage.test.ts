@@ -1,12 +1,21 @@
 // The listener connection fails for real (SPEC §10): its backend is terminated, or a TCP
 // proxy in front of it cuts it off for longer than 10 s. Notifications sent meanwhile are
 // lost by PostgreSQL; the listener keeps reconnecting, readiness says not-ready until it
-// is back, and the re-read of every watched job makes the clients converge anyway.
+// is back, and the re-read of every watched job makes the clients converge anyway. In the
+// integration-replication project the same happens to the replication stream (its
+// walsender is terminated; its temporary slot starts afresh at the present).
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import { sql as sqlTag } from 'kysely'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
-import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
+import {
+  createJob,
+  newTenant,
+  sourceApplicationName,
+  startTestService,
+  testEventSource,
+  type TestService,
+} from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
 import { startTcpProxy, targetOf, type TcpProxy } from '../helpers/tcp-proxy.js'
 
@@ -97,13 +106,15 @@ describe('when the listener backend is terminated', () => {
     expect(await readyStatus(service)).toBe(200)
     const { rows: listeners } = await sql.query<{ pid: number }>(
       `SELECT pid FROM pg_stat_activity
-        WHERE application_name = 'jobwire-listener' AND datname = current_database()`,
+        WHERE application_name = $1 AND datname = current_database()`,
+      [sourceApplicationName],
     )
     expect(listeners).toEqual([{ pid: service.listener.backendPid }])
 
     const { rows } = await sql.query<{ terminated: boolean }>(
       `SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity
-        WHERE application_name = 'jobwire-listener' AND datname = current_database()`,
+        WHERE application_name = $1 AND datname = current_database()`,
+      [sourceApplicationName],
     )
     expect(rows).toEqual([{ terminated: true }])
     // Not /readyz: a passing database check is the listener's cue to retry at once.
@@ -153,7 +164,8 @@ describe('the tenant feed across a listener outage', () => {
     expect(feed.status).toBe(200)
     await sql.query(
       `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-        WHERE application_name = 'jobwire-listener' AND datname = current_database()`,
+        WHERE application_name = $1 AND datname = current_database()`,
+      [sourceApplicationName],
     )
     // Not /readyz: a passing database check is the listener's cue to retry at once.
     await until(() => !service.listener.isConnected, 'the listener to notice')
@@ -338,14 +350,25 @@ describe('when a notification is lost some other way', () => {
   it('the safety sweep re-reads watched jobs and delivers the change', async () => {
     const t = newTenant()
     const job = await watchJob(service, t.admin)
-    // The row changes (its version too) but no NOTIFY is sent.
-    await sql.query(`ALTER TABLE job_queue DISABLE TRIGGER job_queue_notify_update`)
+    // The row changes (its version too) but the source is not told: no NOTIFY is sent, or
+    // (replication) the publication leaves updates out while it commits.
+    const [off, on] =
+      testEventSource === 'replication'
+        ? [
+            `ALTER PUBLICATION jobwire_job_queue SET (publish = 'insert, delete')`,
+            `ALTER PUBLICATION jobwire_job_queue SET (publish = 'insert, update, delete')`,
+          ]
+        : [
+            `ALTER TABLE job_queue DISABLE TRIGGER job_queue_notify_update`,
+            `ALTER TABLE job_queue ENABLE TRIGGER job_queue_notify_update`,
+          ]
+    await sql.query(off)
     try {
       await sql.query(`UPDATE job_queue SET status = 'running', progress = 33 WHERE id = $1`, [
         job.id,
       ])
     } finally {
-      await sql.query(`ALTER TABLE job_queue ENABLE TRIGGER job_queue_notify_update`)
+      await sql.query(on)
     }
     expect(service.listener.isConnected).toBe(true)
     const doc = await converge(service, job, t.admin, 5_000)

@@ -4,7 +4,13 @@
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
-import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
+import {
+  createJob,
+  newTenant,
+  sourceApplicationName,
+  startTestService,
+  type TestService,
+} from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
 
 type Doc = Record<string, unknown> & { version: number }
@@ -52,8 +58,9 @@ describe('two service instances on one database', () => {
   it('each holds its own listener connection', async () => {
     const { rows } = await sql.query<{ pid: number }>(
       `SELECT pid FROM pg_stat_activity
-        WHERE application_name = 'jobwire-listener' AND datname = current_database()
+        WHERE application_name = $1 AND datname = current_database()
         ORDER BY pid`,
+      [sourceApplicationName],
     )
     expect(rows.map((r) => r.pid)).toEqual(
       [a.listener.backendPid, b.listener.backendPid].sort((x, y) => x! - y!),

@@ -25,6 +25,7 @@ describe('loadConfig defaults', () => {
       LOG_LEVEL: 'info',
       MIGRATE_ON_START: true,
       DB_POOL_MAX: 10,
+      EVENT_SOURCE: 'notify',
       LONGPOLL_DEFAULT_SECONDS: 30,
       LONGPOLL_MAX_SECONDS: 60,
       JWT_CLAIM_SUBJECT: 'sub',
@@ -227,6 +228,9 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
     expect(
       refusal({ LISTENER_RECONNECT_MIN_MS: '5000', LISTENER_RECONNECT_MAX_MS: '1000' }).message,
     ).toMatch(/LISTENER_RECONNECT_MIN_MS/)
+    expect(refusal({ EVENT_SOURCE: 'wal' }).message).toBe(
+      'Invalid environment variable EVENT_SOURCE: expected notify or replication (got "wal")',
+    )
     expect(refusal({ BRIDGE_OUTBOUND: 'true' }).message).toMatch(
       /^Invalid environment variable BRIDGE_OUTBOUND: .*REDIS_URL/,
     )

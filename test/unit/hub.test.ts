@@ -511,3 +511,105 @@ describe('feeds', () => {
     expect(db.reads).toHaveLength(reads)
   })
 })
+
+describe('handleRow (rows the replication stream carries whole)', () => {
+  const row = (d: JobDocument, ownerId = 'alice'): FetchedJob => ({
+    doc: d,
+    tenantId: TENANT,
+    ownerId,
+  })
+
+  it('applies a watched row without a read, in order, never going back', async () => {
+    const id = jobId(1)
+    db.set(doc(id, 1))
+    const w = new RecordingWatcher()
+    watch(id, w)
+    for (const v of [2, 3, 3, 2, 4]) hub.handleRow(id, row(doc(id, v)))
+    await settle()
+    expect(w.versions).toEqual([2, 3, 4])
+    expect(db.reads).toEqual([])
+    expect(hub.stats).toMatchObject({ notifications: 5, changes: 4, fetches: 0 }) // the seed, then 2, 3, 4
+  })
+
+  it('costs a map lookup and nothing else for a job nobody watches', async () => {
+    hub.handleRow(jobId(1), row(doc(jobId(1), 2)))
+    hub.handleRow(jobId(2), undefined)
+    await settle()
+    expect(db.reads).toEqual([])
+    expect(hub.stats).toMatchObject({ notifications: 2, unwatched: 2, changes: 0 })
+  })
+
+  it('routes to the feeds that may see the job, as a notification would', () => {
+    const admin: string[] = []
+    const alice: string[] = []
+    hub.watchFeed(TENANT, { ownerId: undefined, onChange: (c) => admin.push(c.doc.id) })
+    hub.watchFeed(TENANT, { ownerId: 'alice', onChange: (c) => alice.push(c.doc.id) })
+    hub.handleRow(jobId(1), row(doc(jobId(1), 1), 'alice'))
+    hub.handleRow(jobId(2), row(doc(jobId(2), 1), 'bob'))
+    hub.handleRow(jobId(3), {
+      doc: doc(jobId(3), 1),
+      tenantId: '11111111-1111-4111-8111-111111111111',
+      ownerId: 'alice',
+    })
+    expect(admin).toEqual([jobId(1), jobId(2)])
+    expect(alice).toEqual([jobId(1)])
+    expect(db.reads).toEqual([])
+  })
+
+  it('keeps a fed job among the retained states, so a client resuming it gets one patch', () => {
+    hub.watchFeed(TENANT, { ownerId: undefined, onChange: () => undefined })
+    const id = jobId(1)
+    hub.handleRow(id, row(doc(id, 1)))
+    hub.handleRow(id, row(doc(id, 2)))
+    const handle = hub.reserve(id).attach(new RecordingWatcher())
+    expect(handle.state.version).toBe(2)
+    expect(handle.state.patchFrom(1)).toBeDefined()
+  })
+
+  it('tells watchers when the row was deleted, with no read', async () => {
+    const id = jobId(1)
+    db.set(doc(id, 1))
+    const w = new RecordingWatcher()
+    watch(id, w)
+    hub.handleRow(id, undefined)
+    await settle()
+    expect(w.gone).toEqual([id])
+    expect(db.reads).toEqual([])
+  })
+
+  it('reports the commit-to-hub latency of the newest version', () => {
+    const latencies: number[] = []
+    hub = new Hub({
+      fetchJobs: db.fetchJobs,
+      logger,
+      historySize: 4,
+      batchMaxIds: 500,
+      batchWindowMs: 0,
+      onLatency: (ms) => latencies.push(ms),
+    })
+    const id = jobId(1)
+    db.set(doc(id, 1))
+    watch(id)
+    hub.handleRow(id, row(doc(id, 2)), { ts: Date.now() - 5 })
+    hub.handleRow(id, row(doc(id, 2)), { ts: Date.now() - 5 })
+    expect(latencies).toHaveLength(1)
+    expect(latencies[0]).toBeGreaterThanOrEqual(5)
+  })
+
+  it('a read in flight that returns an older row does not undo it', async () => {
+    const id = jobId(1)
+    db.set(doc(id, 1))
+    const w = new RecordingWatcher()
+    watch(id, w)
+    let open!: () => void
+    db.gate = new Promise((resolve) => (open = resolve))
+    db.set(doc(id, 2))
+    hub.handleNotification(notification(id, 2))
+    await settle()
+    hub.handleRow(id, row(doc(id, 3)))
+    db.gate = undefined
+    open()
+    await settle()
+    expect(w.versions).toEqual([3])
+  })
+})

@@ -1,6 +1,6 @@
 // The listener's reconnect schedule: how long it can wait after the database is back.
 import { loadConfig } from '../../src/config/index.js'
-import { reconnectDelayMs } from '../../src/events/listener.js'
+import { reconnectDelayMs } from '../../src/events/reconnect-schedule.js'
 
 describe('reconnectDelayMs', () => {
   it('waits the minimum first, then up to min·2^attempt, capped at the maximum', () => {

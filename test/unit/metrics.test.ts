@@ -39,6 +39,42 @@ it('reads hub and listener state at scrape time', async () => {
   expect(sampleValue(samples, 'jobwire_listener_connected')).toBe(1)
 })
 
+it('reads the replication stream at scrape time, only when there is one', async () => {
+  const replication = {
+    rows: 12,
+    transactions: 10,
+    incompleteRows: 1,
+    serverLsn: 0x1_0000_2000n,
+    confirmedLsn: 0x1_0000_1000n,
+  }
+  const listener = { isConnected: true, reconnects: 0 }
+  const metrics = createMetrics({
+    hub: fakeHub(),
+    listener,
+    replication,
+    registry: noStreams,
+    tenantLabel: false,
+  })
+  let samples = parseExposition(await metrics.metrics())
+  expect(sampleValue(samples, 'jobwire_replication_rows_total')).toBe(12)
+  expect(sampleValue(samples, 'jobwire_replication_transactions_total')).toBe(10)
+  expect(sampleValue(samples, 'jobwire_replication_incomplete_rows_total')).toBe(1)
+  expect(sampleValue(samples, 'jobwire_replication_lag_bytes')).toBe(0x1000)
+  replication.confirmedLsn = replication.serverLsn
+  samples = parseExposition(await metrics.metrics())
+  expect(sampleValue(samples, 'jobwire_replication_lag_bytes')).toBe(0)
+
+  const notify = createMetrics({
+    hub: fakeHub(),
+    listener,
+    registry: noStreams,
+    tenantLabel: false,
+  })
+  expect(
+    parseExposition(await notify.metrics()).some((s) => s.name.startsWith('jobwire_replication')),
+  ).toBe(false)
+})
+
 it('keeps the busiest N tenants per transport and sums the rest into "other"', async () => {
   const metrics = createMetrics({
     hub: fakeHub(),

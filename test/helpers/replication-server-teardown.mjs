@@ -1,0 +1,3 @@
+export default async function replicationGlobalTeardown() {
+  await globalThis.__jobwireReplicationTeardown?.()
+}
