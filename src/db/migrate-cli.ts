@@ -1,13 +1,15 @@
 // `npm run migrate`: applies pending migrations to DATABASE_URL (or the embedded database
-// when DATABASE_URL is unset, started for the duration of the run) and exits.
-import { loadConfig } from '../config/index.js'
+// when DATABASE_URL is unset, started for the duration of the run) and exits. It reads only
+// the variables it uses (loadMigrateConfig): a JWT key or any other service setting may be
+// missing, as in the compose file's one-shot migration step.
+import { loadMigrateConfig } from '../config/index.js'
 import { startEmbeddedPostgres } from '../dev/embedded-postgres.js'
 import { ConfigError } from '../errors.js'
 import { createLogger } from '../telemetry/logger.js'
 import { runMigrations } from './migrate.js'
 
 try {
-  const config = loadConfig()
+  const config = loadMigrateConfig()
   const logger = createLogger({ level: config.LOG_LEVEL, pretty: config.logPretty })
   const embedded = config.DATABASE_URL
     ? undefined
