@@ -8,7 +8,7 @@ import { sql } from 'kysely'
 import type { Config } from './config/index.js'
 import { runMigrations } from './db/migrate.js'
 import { createDb, createPool, type Db } from './db/pool.js'
-import { devBanner, loadOrCreateDevSecrets, signDevToken } from './dev/dev-token.js'
+import { devBanner, devSecretsFile, loadOrCreateDevSecrets, signDevToken } from './dev/dev-token.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './dev/embedded-postgres.js'
 import { createApp, type ReadinessReport } from './http/app.js'
 import { createAuthenticator } from './http/auth.js'
@@ -316,7 +316,13 @@ export async function startService(
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
     logger.info({ url, embedded: config.isEmbeddedDatabase }, 'jobwire is listening')
 
-    if (devToken) process.stdout.write(devBanner(url, devToken, config.livePage) + '\n')
+    if (devToken) {
+      const state = {
+        dataDir: embedded?.dataDir,
+        secretsFile: devSecretsFile(config.EMBEDDED_PG_DATA_DIR),
+      }
+      process.stdout.write(devBanner(url, devToken, config.livePage, state) + '\n')
+    }
 
     let closing: Promise<void> | undefined
     const close = () =>

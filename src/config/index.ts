@@ -1,7 +1,8 @@
 // Owns start-up configuration: the environment, validated once, frozen. An invalid value
 // throws ConfigError with one line that names the variable; main.ts prints it and exits 1.
 // Each entry point reads only what it uses: loadConfig() for the service and the worker,
-// loadMigrateConfig() for `npm run migrate` (no JWT key: it signs and verifies nothing).
+// loadDatabaseConfig() for the CLIs that only reach the database, `npm run migrate` and
+// `npm run reset` (no JWT key: they sign and verify nothing).
 import type { z } from 'zod'
 import { ConfigError } from '../errors.js'
 import { envSchema, type Env } from './schema.js'
@@ -91,13 +92,13 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Co
   return Object.freeze(config)
 }
 
-/** What `npm run migrate` reads: the database (or the embedded one's folder and port) and logging. */
-export type MigrateConfig = Pick<
+/** What the database-only CLIs read: the database (or the embedded one's folder and port) and logging. */
+export type DatabaseConfig = Pick<
   Env,
   'NODE_ENV' | 'LOG_LEVEL' | 'DATABASE_URL' | 'EMBEDDED_PG_DATA_DIR' | 'EMBEDDED_PG_PORT'
 > & { logPretty: boolean }
 
-const migrateSchema = envSchema.pick({
+const databaseSchema = envSchema.pick({
   NODE_ENV: true,
   LOG_LEVEL: true,
   LOG_PRETTY: true,
@@ -106,11 +107,11 @@ const migrateSchema = envSchema.pick({
   EMBEDDED_PG_PORT: true,
 })
 
-/** The migration CLI's configuration: invalid or missing values of other variables do not matter. */
-export function loadMigrateConfig(
+/** The database-only CLIs' configuration: invalid or missing values of other variables do not matter. */
+export function loadDatabaseConfig(
   source: NodeJS.ProcessEnv = process.env,
-): Readonly<MigrateConfig> {
-  const env = parseEnv(migrateSchema, source)
+): Readonly<DatabaseConfig> {
+  const env = parseEnv(databaseSchema, source)
   requireDatabaseInProduction(env)
   return Object.freeze({
     NODE_ENV: env.NODE_ENV,

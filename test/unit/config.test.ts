@@ -1,6 +1,6 @@
 // loadConfig(): the environment, validated once. Every refusal must name the variable, in one
 // line, and never print a secret.
-import { loadConfig, loadMigrateConfig } from '../../src/config/index.js'
+import { loadConfig, loadDatabaseConfig } from '../../src/config/index.js'
 import { ConfigError } from '../../src/errors.js'
 
 const SECRET = 'unit-test-secret-unit-test-secret-0123456789'
@@ -241,23 +241,26 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
   })
 })
 
-describe('loadMigrateConfig', () => {
+describe('loadDatabaseConfig', () => {
   it('needs no JWT key in production: the migration step signs nothing', () => {
-    const config = loadMigrateConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/jobs' })
+    const config = loadDatabaseConfig({
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgres://db/jobs',
+    })
     expect(config).toMatchObject({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/jobs' })
   })
 
   it('ignores variables it does not read, even invalid ones', () => {
     expect(() =>
-      loadMigrateConfig({ DATABASE_URL: 'postgres://db/jobs', PORT: 'abc', JWT_SECRET: 'short' }),
+      loadDatabaseConfig({ DATABASE_URL: 'postgres://db/jobs', PORT: 'abc', JWT_SECRET: 'short' }),
     ).not.toThrow()
   })
 
   it('still validates what it reads, and needs DATABASE_URL in production', () => {
-    expect(() => loadMigrateConfig({ DATABASE_URL: 'mysql://db' })).toThrow(
+    expect(() => loadDatabaseConfig({ DATABASE_URL: 'mysql://db' })).toThrow(
       /^Invalid environment variable DATABASE_URL: expected a postgres/,
     )
-    expect(() => loadMigrateConfig({ NODE_ENV: 'production' })).toThrow(
+    expect(() => loadDatabaseConfig({ NODE_ENV: 'production' })).toThrow(
       /^Invalid environment variable DATABASE_URL: NODE_ENV=production needs it/,
     )
   })

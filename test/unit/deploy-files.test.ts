@@ -4,7 +4,7 @@
 // Reads files only.
 import { existsSync, readFileSync } from 'node:fs'
 import { parseDocument } from 'yaml'
-import { loadConfig, loadMigrateConfig } from '../../src/config/index.js'
+import { loadConfig, loadDatabaseConfig } from '../../src/config/index.js'
 import { envSchema } from '../../src/config/schema.js'
 
 const ROOT = new URL('../../', import.meta.url)
@@ -211,7 +211,7 @@ describe('docker-compose.yml', () => {
   })
 
   it('gives the migration step and the worker a configuration that loads', () => {
-    expect(() => loadMigrateConfig(environmentOf(services.migrate!, VARS))).not.toThrow()
+    expect(() => loadDatabaseConfig(environmentOf(services.migrate!, VARS))).not.toThrow()
     expect(loadConfig(environmentOf(services.worker!, VARS)).workerEnabled).toBe(true)
   })
 
@@ -251,7 +251,7 @@ describe('deploy/docker-compose.pgbouncer.yml', () => {
 
   it('leaves migrations on a direct session (they hold an advisory lock)', () => {
     expect(override.services.migrate).toBeUndefined()
-    const config = loadMigrateConfig(environmentOf(merged.services.migrate!, VARS))
+    const config = loadDatabaseConfig(environmentOf(merged.services.migrate!, VARS))
     expect(hostOf(config.DATABASE_URL!)).toBe('postgres:5432')
   })
 
