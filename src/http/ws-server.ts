@@ -37,7 +37,6 @@ export interface WsServerDeps extends StreamDeps {
   onCapRejected?(): void
 }
 
-
 /** Client messages; one lists at most as many jobs as a connection may watch. */
 function clientMessageSchemaFor(maxJobs: number) {
   const jobs = z
