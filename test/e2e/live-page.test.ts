@@ -16,15 +16,18 @@ import { startDemoWorker, type DemoWorker } from '../../src/dev/demo-worker.js'
 import { livePageRouter } from '../../src/dev/live-page.js'
 import { PROJECT_ROOT } from '../../src/project-root.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import { requiresTool } from '../helpers/requires.js'
 import { newTenant, startTestService, type TestService } from '../helpers/service.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const hasChromium = existsSync(CHROMIUM)
-if (!hasChromium)
-  console.warn(
-    `e2e: the browser tests are skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`,
-  )
-const itInBrowser = hasChromium ? it : it.skip
+const { it: itInBrowser } = requiresTool(
+  'Chromium',
+  hasChromium
+    ? undefined
+    : `no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`,
+  import.meta.url,
+)
 
 const OUTPUT_DIR = join(PROJECT_ROOT, 'test-output')
 const CHROMIUM_FLAGS = [

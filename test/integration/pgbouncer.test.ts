@@ -20,6 +20,7 @@ import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import pg from 'pg'
 import { createPool } from '../../src/db/pool.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import { requiresTool } from '../helpers/requires.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
 
@@ -70,8 +71,11 @@ async function findPgbouncer(): Promise<Runner | string> {
 
 const found = await findPgbouncer()
 const runner = typeof found === 'string' ? undefined : found
-if (typeof found === 'string') console.warn(`pgbouncer.test.ts skipped: ${found}`)
-const d = runner ? describe : describe.skip
+const { describe: d } = requiresTool(
+  'pgbouncer',
+  typeof found === 'string' ? found : undefined,
+  import.meta.url,
+)
 
 // ---- Starting and stopping our own pgbouncer. ----
 
