@@ -19,7 +19,7 @@ import type { PatchOperation } from './patch.js'
 import type { SseMessage } from './sse-reader.js'
 import type { JobStreamMessage, StreamEndMessage } from '../protocol/stream-messages.js'
 
-/** The data of every event on `/v1/events` (SPEC §6: each names its job and version). */
+/** Every event's data on `/v1/events` names its job and version (docs/contract.md §6). */
 type MuxEvent = JobStreamMessage<PatchOperation> | StreamEndMessage
 
 export interface ClientOptions extends ConnectionOptions {

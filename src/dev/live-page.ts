@@ -1,4 +1,4 @@
-// The live page (SPEC §13): index.html, styles.css and app.js at LIVE_PAGE_PATH, and in
+// The live page (docs/contract.md §13): index.html, styles.css and app.js at LIVE_PAGE_PATH, and in
 // development `<path>dev/token`, which hands the page the demo tenant's admin token.
 // Where the files come from:
 //   * running from dist/ (`npm run build`): dist/public/, which the build fills (app.js

@@ -1,4 +1,4 @@
-// The job document: what every endpoint and every stream returns for a job (SPEC §6).
+// The job document: what every endpoint and every stream returns for a job (docs/contract.md §6).
 // Shared by the server, the client library and the tests; keep it free of imports.
 
 export const JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const
@@ -20,7 +20,7 @@ export interface JobError {
   [key: string]: unknown
 }
 
-/** snake_case, exactly as SPEC §6. `result` only when completed, `error` only when failed. */
+/** docs/contract.md §6: snake_case; `result` only when completed, `error` only when failed. */
 export interface JobDocument {
   id: string
   type: string

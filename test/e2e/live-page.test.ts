@@ -1,8 +1,8 @@
-// The live page in a real browser (SPEC §13): Debian's Chromium driven by playwright-core
-// (never a downloaded browser). The page is served by livePageRouter behind helmet's CSP, in
-// front of a real service and the demo worker; the front server also proxies /v1 so a test
-// can cut the page's event stream like a network would. Where no Chromium is installed the
-// tests are skipped, with the reason on the console.
+// The live page in a real browser (docs/contract.md §13): Debian's Chromium driven by
+// playwright-core (never a downloaded browser). The page is served by livePageRouter behind
+// helmet's CSP, in front of a real service and the demo worker; the front server also proxies /v1
+// so a test can cut the page's event stream like a network would. Where no Chromium is installed
+// the tests are skipped, with the reason on the console.
 import { existsSync, mkdirSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http'

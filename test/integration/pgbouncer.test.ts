@@ -1,14 +1,14 @@
-// jobwire behind PgBouncer in transaction mode (SPEC §10, deploy/docker-compose.pgbouncer.yml):
-// the API's query pool goes through the pooler, the listener holds a direct session. The test
-// starts Debian's pgbouncer itself, on a free 127.0.0.1 port, in front of this file's test
-// database, with default_pool_size = 3 so that many client connections (the service's pool of
-// 10, the test's own clients) share three server connections, and shows that REST, row-level
-// security and streaming all hold that way. It also shows the two traps the docs warn about:
-// DB_STATEMENT_TIMEOUT_MS sent as a startup parameter is refused by PgBouncer, and a LISTEN
-// made through a transaction pooler is silently deaf.
+// jobwire behind PgBouncer in transaction mode (docs/contract.md §10,
+// deploy/docker-compose.pgbouncer.yml): the API's query pool goes through the pooler, the listener
+// holds a direct session. The test starts Debian's pgbouncer itself, on a free 127.0.0.1 port, in
+// front of this file's test database, with default_pool_size = 3 so that many client connections
+// (the service's pool of 10, the test's own clients) share three server connections, and shows that
+// REST, row-level security and streaming all hold that way. It also shows the two traps the docs
+// warn about: DB_STATEMENT_TIMEOUT_MS sent as a startup parameter is refused by PgBouncer, and a
+// LISTEN made through a transaction pooler is silently deaf.
 //
 // Without a pgbouncer binary (apt-get install -y pgbouncer; or PGBOUNCER_BIN) the file reports
-// itself skipped, with the reason, and the rest of the suite runs.
+// itself skipped, with the reason, and the rest of the suite runs; under CI=true it fails.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
