@@ -6,7 +6,7 @@
 // those, refusing while the service runs.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -202,6 +202,30 @@ describe('npm start', () => {
     expect(await answers(`${baseUrl}/healthz`)).toBe(false)
     expect(isAlive(postmaster)).toBe(false)
   }, 240_000)
+})
+
+describe('npm run reset', () => {
+  it('refuses a data folder that is not PostgreSQL’s, and deletes nothing', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'jobwire-npm-reset-'))
+    tempDirs.push(dir)
+    await chmod(dir, 0o755)
+    const notData = join(dir, 'documents')
+    await mkdir(notData)
+    await writeFile(join(notData, 'keep.txt'), 'mine\n')
+    const run = npm(['run', '--silent', 'reset'], { EMBEDDED_PG_DATA_DIR: notData })
+    expect((await withDeadline(run.exited, 30_000, 'reset did not exit')).code).toBe(1)
+    expect(run.stderr()).toContain(`${notData} is not a PostgreSQL data folder`)
+    expect(readFileSync(join(notData, 'keep.txt'), 'utf8')).toBe('mine\n')
+  }, 60_000)
+
+  it('says so when there is nothing to delete', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'jobwire-npm-reset-'))
+    tempDirs.push(dir)
+    await chmod(dir, 0o755)
+    const run = npm(['run', '--silent', 'reset'], { EMBEDDED_PG_DATA_DIR: join(dir, 'pg') })
+    expect((await withDeadline(run.exited, 30_000, 'reset did not exit')).code).toBe(0)
+    expect(run.stdout()).toMatch(/^nothing to remove: /)
+  }, 60_000)
 })
 
 describe('npm run worker', () => {
