@@ -1,5 +1,5 @@
-// `npm run bench [-- <scenario>…] [--full] [--scale=0.1]`: runs BENCH.md scenarios against
-// a fresh database on the local PostgreSQL, prints one markdown table and writes the raw
+// `npm run bench [-- <scenario>…] [--full] [--scale=0.1]`: runs the bench/TARGETS.md scenarios
+// against a fresh database on the local PostgreSQL, prints one markdown table and writes the raw
 // figures to bench/results/<ISO date>.json. The server and every load generator are child
 // processes; the bench stops exactly those it started. See bench/README.md.
 import { execFileSync, spawnSync } from 'node:child_process'

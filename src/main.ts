@@ -2,7 +2,6 @@
 // An invalid environment prints one line naming the variable and exits 1.
 import { loadConfig, type Config } from './config/index.js'
 import { ConfigError } from './errors.js'
-import { startService } from './service.js'
 
 let config: Readonly<Config>
 try {
@@ -15,6 +14,9 @@ try {
   throw error
 }
 
+// Loaded once the environment is valid: a refused one (production without DATABASE_URL, say)
+// is reported before any of the service's dependencies is loaded.
+const { startService } = await import('./service.js')
 const service = await startService(config).catch((error: unknown) => {
   process.stderr.write(
     `jobwire: start-up failed: ${error instanceof Error ? error.message : String(error)}\n`,

@@ -10,7 +10,7 @@ import { runMigrations } from './db/migrate.js'
 import { createDb, createPool, type Db } from './db/pool.js'
 import { assertServiceCanReadAllTenants, isDatabaseAnswering } from './db/service-login.js'
 import { startDemoWorker } from './dev/demo-worker.js'
-import { devBanner, loadOrCreateDevSecrets, signDevToken } from './dev/dev-token.js'
+import { devBanner, devSecretsFile, loadOrCreateDevSecrets, signDevToken } from './dev/dev-token.js'
 import { startEmbeddedPostgres } from './dev/embedded-postgres.js'
 import { livePageRouter } from './dev/live-page.js'
 import { toJobDocument } from './events/document.js'
@@ -72,6 +72,7 @@ export async function startService(
   try {
     // 1. The database: DATABASE_URL, or an embedded PostgreSQL in a data folder.
     let databaseUrl = options.databaseUrl ?? config.DATABASE_URL
+    let embeddedDataDir: string | undefined
     if (databaseUrl === undefined) {
       const embedded = await startEmbeddedPostgres({
         dataDir: config.EMBEDDED_PG_DATA_DIR,
@@ -81,6 +82,7 @@ export async function startService(
       })
       cleanup.push(() => embedded.stop())
       databaseUrl = embedded.url
+      embeddedDataDir = embedded.dataDir
     }
 
     // 2. Migrations (node-pg-migrate; an advisory lock makes concurrent start-ups safe), over
@@ -263,7 +265,13 @@ export async function startService(
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
     })
     logger.info({ url: http.url, embedded: config.isEmbeddedDatabase }, 'jobwire is listening')
-    if (devToken) process.stdout.write(devBanner(http.url, devToken, config.livePage) + '\n')
+    if (devToken) {
+      const state = {
+        dataDir: embeddedDataDir,
+        secretsFile: devSecretsFile(config.EMBEDDED_PG_DATA_DIR),
+      }
+      process.stdout.write(devBanner(http.url, devToken, config.livePage, state) + '\n')
+    }
 
     let closing: Promise<void> | undefined
     const close = () =>

@@ -1,7 +1,7 @@
-// Floor: a bare node:http server holding idle SSE connections and writing one pre-framed
-// buffer to each (BENCH.md "bare sockets"). It speaks the same bytes as jobwire (a snapshot of
-// a job document first, then JSON Patch frames of ~340 bytes), so the very same client code
-// parses both and the comparison is only about the server side.
+// Floor: a bare node:http server holding idle SSE connections and writing one pre-framed buffer to
+// each (bench/TARGETS.md "bare sockets"). It speaks the same bytes as jobwire (a snapshot of a job
+// document first, then JSON Patch frames of ~340 bytes), so the very same client code parses both
+// and the comparison is only about the server side.
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { nowMs, serve } from '../lib/child.js'

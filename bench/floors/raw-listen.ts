@@ -1,6 +1,6 @@
 // Floor: a bare pg client LISTENing on the `jobwire` channel, receiving the very NOTIFYs the
-// service receives (BENCH.md "raw LISTEN"). It records when each (job, version) arrived on the
-// shared monotonic clock; the bench joins that with the writer's send times.
+// service receives (bench/TARGETS.md "raw LISTEN"). It records when each (job, version) arrived on
+// the shared monotonic clock; the bench joins that with the writer's send times.
 import pg from 'pg'
 import { nowMs, serve } from '../lib/child.js'
 

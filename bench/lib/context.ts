@@ -11,7 +11,7 @@ import type { ServerStats } from '../server/jobwire-server.js'
 export const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123'
 
 export interface BenchOptions {
-  /** BENCH.md durations (30 s scenario 1, 60 s idle window) instead of the shorter defaults. */
+  /** The durations of bench/TARGETS.md (30 s row 1, 60 s idle window), not the short defaults. */
   full: boolean
   /** Multiplies client counts (0.1 for a quick smoke run). */
   scale: number

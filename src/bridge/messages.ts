@@ -1,7 +1,6 @@
-// The Redis bridge's message shapes. Outbound: the `events` vocabulary of SPEC §7, one JSON
-// message per event, marked `origin: "jobwire"`. Inbound (legacy workers): progress,
-// complete and failed reports, or Celery-style states, validated with zod and mapped to a
-// row update.
+// The Redis bridge's message shapes. Outbound: the `events` vocabulary of docs/contract.md §7, one
+// JSON message per event, marked `origin: "jobwire"`. Inbound (legacy workers): progress, complete
+// and failed reports, or Celery-style states, validated with zod and mapped to a row update.
 import { z } from 'zod'
 import type { TypedEvent } from '../events/typed-events.js'
 

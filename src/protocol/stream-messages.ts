@@ -1,6 +1,6 @@
-// The messages of the multiplexed streams (SSE `/v1/events` data, and WebSocket `/v1/ws`),
-// spelled once for server and client. Every per-job message names its job and version
-// (SPEC §6). `Patch` is the RFC 6902 operation type of whoever reads or writes the message.
+// The messages of the multiplexed streams (SSE `/v1/events` data, and WebSocket `/v1/ws`), spelled
+// once for server and client. Every per-job message names its job and version (docs/contract.md
+// §6). `Patch` is the RFC 6902 operation type of whoever reads or writes the message.
 
 import type { JobDocument } from './job.js'
 

@@ -1,7 +1,7 @@
 // Owns a worker's lifecycle: the claim loop, the concurrency slots, the periodic lease reaper
 // and graceful stop. Each claimed job is a JobRun (job-run.ts), which owns its lease and outcome.
 //
-// Claiming polls, without LISTEN. SPEC §10 keeps one LISTEN connection per process, owned by
+// Claiming polls, without LISTEN: docs/contract.md §10 keeps one LISTEN per process, owned by
 // the event pipeline; a worker may also run where only a transaction-mode pooler (PgBouncer)
 // reaches the database, which cannot carry LISTEN. Polling costs one indexed query
 // (job_queue_claim_idx) per idle interval: after an empty claim the loop waits 100 ms, then

@@ -1,4 +1,4 @@
-// The live page in a real browser: Debian's Chromium driven by playwright-core
+// The live page in a real browser (docs/contract.md §13): Debian's Chromium driven by playwright-core
 // (never a downloaded browser). The page is served by livePageRouter behind helmet's CSP, in
 // front of a real service and the demo worker; the front server also proxies /v1, through a
 // TCP proxy, so a test can cut the page's event stream like a network would, or take the
@@ -17,16 +17,19 @@ import { startDemoWorker, type DemoWorker } from '../../src/dev/demo-worker.js'
 import { livePageRouter } from '../../src/dev/live-page.js'
 import { PROJECT_ROOT } from '../../src/project-root.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import { requiresTool } from '../helpers/requires.js'
 import { newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { startTcpProxy, targetOf, type TcpProxy } from '../helpers/tcp-proxy.js'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const hasChromium = existsSync(CHROMIUM)
-if (!hasChromium)
-  console.warn(
-    `e2e: the browser tests are skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`,
-  )
-const itInBrowser = hasChromium ? it : it.skip
+const { it: itInBrowser } = requiresTool(
+  'Chromium',
+  hasChromium
+    ? undefined
+    : `no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`,
+  import.meta.url,
+)
 
 const OUTPUT_DIR = join(PROJECT_ROOT, 'test-output')
 const CHROMIUM_FLAGS = [

@@ -12,6 +12,8 @@ import pg from 'pg'
 
 export default async function globalSetup() {
   const server = await startServer()
+  // Say which server this run tests against: a green run on the wrong database misleads.
+  process.stdout.write(`\njobwire tests: database server: ${server.label}\n`)
   const template = `jobwire_tpl_${process.pid}_${Date.now().toString(36)}`
   await adminQuery(server.url, `CREATE DATABASE ${template}`)
   // The same code path as `npm run migrate`.
@@ -51,12 +53,18 @@ function withDatabase(url, database) {
 
 async function startServer() {
   if (process.env.TEST_DATABASE_URL) {
-    return { url: process.env.TEST_DATABASE_URL, stop: async () => undefined }
+    const url = process.env.TEST_DATABASE_URL
+    return { url, label: `TEST_DATABASE_URL ${masked(url)}`, stop: async () => undefined }
   }
   if (await dockerAnswers()) {
     const { PostgreSqlContainer } = await import('@testcontainers/postgresql')
     const container = await new PostgreSqlContainer('postgres:16-alpine').start()
-    return { url: container.getConnectionUri(), stop: async () => void (await container.stop()) }
+    const url = container.getConnectionUri()
+    return {
+      url,
+      label: `a postgres:16-alpine container (testcontainers; no TEST_DATABASE_URL) at ${masked(url)}`,
+      stop: async () => void (await container.stop()),
+    }
   }
   // The service's own embedded start-up (src/dev/embedded-postgres.ts, loaded through tsx):
   // it also works as root from a private checkout, where PostgreSQL's `postgres` user could
@@ -69,18 +77,27 @@ async function startServer() {
   const { createLogger } = await tsImport('../../src/telemetry/logger.ts', import.meta.url)
   const dir = await mkdtemp(join(tmpdir(), 'jobwire-test-pg-'))
   await chmod(dir, 0o755) // mkdtemp makes it 0700: the postgres user must enter it
+  const port = await freePort()
   const embedded = await startEmbeddedPostgres({
     dataDir: join(dir, 'data'),
-    port: await freePort(),
+    port,
     logger: createLogger({ level: 'warn', pretty: false }),
   })
   return {
     url: embedded.url,
+    label: `an embedded PostgreSQL (no TEST_DATABASE_URL, no Docker engine) on 127.0.0.1:${port}, data in ${embedded.dataDir}`,
     stop: async () => {
       await embedded.stop()
       await rm(dir, { recursive: true, force: true })
     },
   }
+}
+
+/** The URL with its password, if any, replaced by ***. */
+function masked(url) {
+  const u = new URL(url)
+  if (u.password) u.password = '***'
+  return u.toString()
 }
 
 async function dockerAnswers() {

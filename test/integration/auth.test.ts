@@ -1,6 +1,6 @@
-// Authentication (SPEC §4): which tokens open the API and which get a 401 (or a 403 for a
-// valid token that may not do the thing). HS256 is the default test service; RS256, ES256,
-// JWKS, issuer/audience and namespaced claims each get a service of their own.
+// Authentication (docs/contract.md §4): which tokens open the API and which get a 401 (or a 403 for
+// a valid token that may not do the thing). HS256 is the default test service; RS256, ES256, JWKS,
+// issuer/audience and namespaced claims each get a service of their own.
 import { createHmac, generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'

@@ -1,4 +1,4 @@
-// The client library against a real server: it converges to the row as committed
+// The client library against a real server (docs/contract.md §13): it converges to the row as committed
 // through a listener outage and a server restart, stops for good on `end` and on 204, falls
 // back to long-poll behind a proxy that buffers streams, resyncs after a patch that does not
 // apply, and multiplexes many jobs over one connection, adding and removing jobs without

@@ -1,5 +1,5 @@
-// The rules job_queue enforces whoever writes (SPEC §2): a DB-side worker speaking plain SQL,
-// with no HTTP and no SDK. Every statement here goes straight to PostgreSQL through pg.
+// The rules job_queue enforces whoever writes (docs/contract.md §2): a DB-side worker speaking
+// plain SQL, with no HTTP and no SDK. Every statement here goes straight to PostgreSQL through pg.
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'

@@ -1,6 +1,6 @@
-// What watching costs the database (SPEC §10): one change watched by 500 SSE clients is read
-// once, in one batched query, and reaches them all; 200 idle watchers (SSE and long-poll)
-// cost no query at all.
+// What watching costs the database (docs/contract.md §10): one change watched by 500 SSE clients is
+// read once, in one batched query, and reaches them all; 200 idle watchers (SSE and long-poll) cost
+// no query at all.
 import pg from 'pg'
 import { createTestDatabase, serverUrl, type TestDatabase } from '../helpers/database.js'
 import {

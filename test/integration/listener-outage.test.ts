@@ -1,4 +1,4 @@
-// The listener connection fails for real (SPEC §10): its backend is terminated, or a TCP
+// The listener connection fails for real (docs/contract.md §10): its backend is terminated, or a TCP
 // proxy in front of it cuts it off for longer than 10 s. Notifications sent meanwhile are
 // lost by PostgreSQL; the listener keeps reconnecting, readiness says not-ready until it
 // is back, and the re-read of every watched job makes the clients converge anyway. In the

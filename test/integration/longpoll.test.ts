@@ -1,4 +1,4 @@
-// Long-poll (SPEC §8): GET /v1/jobs/:id/wait answers as soon as its condition holds (a
+// Long-poll (docs/contract.md §8): GET /v1/jobs/:id/wait answers as soon as its condition holds (a
 // version newer than `since`, or a terminal status), at once when it already holds, and
 // with the current document and `jobwire-timed-out: true` on time-out. Bad parameters are
 // 400s; a client that goes away frees its waiter; shutdown answers parked waiters.

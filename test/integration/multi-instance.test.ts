@@ -1,5 +1,5 @@
-// Two API processes on one database (SPEC §10): each holds its own listener, so a change
-// made through either process, or directly in SQL, reaches watchers on both; a client may
+// Two API processes on one database (docs/contract.md §10): each holds its own listener, so a
+// change made through either process, or directly in SQL, reaches watchers on both; a client may
 // resume on the other process and still converge.
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import pg from 'pg'

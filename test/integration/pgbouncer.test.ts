@@ -1,14 +1,14 @@
-// jobwire behind PgBouncer in transaction mode (SPEC §10, deploy/docker-compose.pgbouncer.yml):
-// the API's query pool goes through the pooler, the listener holds a direct session. The test
-// starts Debian's pgbouncer itself, on a free 127.0.0.1 port, in front of this file's test
-// database, with default_pool_size = 3 so that many client connections (the service's pool of
-// 10, the test's own clients) share three server connections, and shows that REST, row-level
-// security and streaming all hold that way. It also shows the two traps the docs warn about:
-// DB_STATEMENT_TIMEOUT_MS sent as a startup parameter is refused by PgBouncer, and a LISTEN
-// made through a transaction pooler is silently deaf.
+// jobwire behind PgBouncer in transaction mode (docs/contract.md §10,
+// deploy/docker-compose.pgbouncer.yml): the API's query pool goes through the pooler, the listener
+// holds a direct session. The test starts Debian's pgbouncer itself, on a free 127.0.0.1 port, in
+// front of this file's test database, with default_pool_size = 3 so that many client connections
+// (the service's pool of 10, the test's own clients) share three server connections, and shows that
+// REST, row-level security and streaming all hold that way. It also shows the two traps the docs
+// warn about: DB_STATEMENT_TIMEOUT_MS sent as a startup parameter is refused by PgBouncer, and a
+// LISTEN made through a transaction pooler is silently deaf.
 //
 // Without a pgbouncer binary (apt-get install -y pgbouncer; or PGBOUNCER_BIN) the file reports
-// itself skipped, with the reason, and the rest of the suite runs.
+// itself skipped, with the reason, and the rest of the suite runs; under CI=true it fails.
 import { randomUUID } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -18,6 +18,7 @@ import pg from 'pg'
 import { createPool } from '../../src/db/pool.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { findPgbouncer, startPgbouncer, type Bouncer } from '../helpers/pgbouncer.js'
+import { requiresTool } from '../helpers/requires.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
 
@@ -26,8 +27,11 @@ const SERVER_POOL_SIZE = 3
 
 const found = await findPgbouncer()
 const runner = typeof found === 'string' ? undefined : found
-if (typeof found === 'string') console.warn(`pgbouncer.test.ts skipped: ${found}`)
-const d = runner ? describe : describe.skip
+const { describe: d } = requiresTool(
+  'pgbouncer',
+  typeof found === 'string' ? found : undefined,
+  import.meta.url,
+)
 
 // ---- The tests. ----
 

@@ -5,7 +5,7 @@
 // progress, complete, retry with backoff, final failure, cancel, graceful stop on SIGTERM.
 //
 // Without Debian's python3 and python3-psycopg the file reports itself skipped, with the
-// reason, and the rest of the suite runs.
+// reason, and the rest of the suite runs; under CI=true it fails instead.
 import { randomUUID } from 'node:crypto'
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import pg from 'pg'
@@ -14,11 +14,10 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { findPsycopg, startPythonWorker, type PythonWorker } from '../helpers/python-worker.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
+import { requiresTool } from '../helpers/requires.js'
 import { createWorkerLogin, type WorkerLogin } from '../helpers/worker-login.js'
 
-const missing = await findPsycopg()
-if (missing) console.warn(`python-worker.test.ts skipped: ${missing}`)
-const d = missing ? describe.skip : describe
+const { describe: d } = requiresTool('python3-psycopg', await findPsycopg(), import.meta.url)
 
 const TYPE = `py-${randomUUID().slice(0, 8)}`
 

@@ -5,6 +5,7 @@ import { createServer } from 'node:net'
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import { requiresTool } from '../helpers/requires.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { openSse } from '../helpers/sse.js'
 
@@ -27,9 +28,11 @@ async function redisAnswers(url: string): Promise<boolean> {
   }
 }
 
-const hasRedis = await redisAnswers(REDIS_URL)
-if (!hasRedis) console.warn(`redis-bridge tests skipped: no Redis answers at ${REDIS_URL}`)
-const describeWithRedis = hasRedis ? describe : describe.skip
+const { describe: describeWithRedis } = requiresTool(
+  'Redis',
+  (await redisAnswers(REDIS_URL)) ? undefined : `no Redis answers at ${REDIS_URL}`,
+  import.meta.url,
+)
 
 interface Received {
   channel: string

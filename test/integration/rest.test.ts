@@ -1,5 +1,5 @@
-// The REST API of SPEC §5–§6 as a client meets it: create (with idempotency), list (filters,
-// keyset pagination), read (ETag), cancel, and problem+json for every 4xx. A small fuzz
+// The REST API of docs/contract.md §5–§6 as a client meets it: create (with idempotency), list
+// (filters, keyset pagination), read (ETag), cancel, and problem+json for every 4xx. A small fuzz
 // checks that no malformed input becomes a 500.
 import { randomUUID } from 'node:crypto'
 import { gzipSync } from 'node:zlib'
@@ -62,7 +62,7 @@ async function workerSql(text: string, params: unknown[]): Promise<void> {
 }
 
 describe('POST /v1/jobs', () => {
-  it('creates a queued job: 201, Location, ETag, watch_token and the SPEC §6 document', async () => {
+  it('creates a queued job: 201, Location, ETag, watch_token and the contract §6 document', async () => {
     const t = newTenant()
     const res = await post('/v1/jobs', t.alice, { type: 'export.csv', payload: { rows: 3 } })
     expect(res.status).toBe(201)

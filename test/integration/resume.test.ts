@@ -1,8 +1,8 @@
-// Resuming a stream (SPEC §7): Last-Event-ID (header or ?lastEventId=) brings a client back
-// to the committed row with one event: a patch while the server still holds the client's
-// version, a snapshot once that version left the kept history (JOB_HISTORY_SIZE=2 here),
-// and a snapshot, not an error, for garbage. The maximum lifetime closes a stream and the
-// client resumes without losing a change.
+// Resuming a stream (docs/contract.md §7): Last-Event-ID (header or ?lastEventId=) brings a client
+// back to the committed row with one event: a patch while the server still holds the client's
+// version, a snapshot once that version left the kept history (JOB_HISTORY_SIZE=2 here), and a
+// snapshot, not an error, for garbage. The maximum lifetime closes a stream and the client resumes
+// without losing a change.
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'

@@ -1,5 +1,5 @@
-// Tenant isolation (SPEC §3), with the service logging in as a superuser, as the embedded
-// default does: row-level security must hold because requests run as jobwire_app, not
+// Tenant isolation (docs/contract.md §3), with the service logging in as a superuser, as the
+// embedded default does: row-level security must hold because requests run as jobwire_app, not
 // because the login lacks privileges.
 import { randomUUID } from 'node:crypto'
 import pg from 'pg'

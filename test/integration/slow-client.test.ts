@@ -1,7 +1,7 @@
-// A slow client (SPEC §7): a raw socket that stops reading while 2,000 updates commit. The
-// server must not buffer for it without bound: nothing queues once its socket is congested
-// (the server-side write buffer stays near STREAM_HIGH_WATER_BYTES), memory stays flat,
-// and when the client reads again one merged patch brings it to the final row.
+// A slow client (docs/contract.md §7): a raw socket that stops reading while 2,000 updates commit.
+// The server must not buffer for it without bound: nothing queues once its socket is congested (the
+// server-side write buffer stays near STREAM_HIGH_WATER_BYTES), memory stays flat, and when the
+// client reads again one merged patch brings it to the final row.
 import { connect, type Socket } from 'node:net'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'

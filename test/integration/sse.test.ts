@@ -1,7 +1,7 @@
-// Server-Sent Events on one job (SPEC §7), as a client meets them: a change committed by
-// anyone (here a plain SQL UPDATE, as a worker in any language would make) arrives as a
-// patch that turns the client's copy into the row GET returns; headers, routes, auth,
-// formats, the terminal `end`, heartbeats, and that a disconnect frees everything.
+// Server-Sent Events on one job (docs/contract.md §7), as a client meets them: a change committed
+// by anyone (here a plain SQL UPDATE, as a worker in any language would make) arrives as a patch
+// that turns the client's copy into the row GET returns; headers, routes, auth, formats, the
+// terminal `end`, heartbeats, and that a disconnect frees everything.
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
@@ -315,7 +315,7 @@ describe('SSE on one job', () => {
       expect((await stream.next('complete')).json()).toMatchObject({ result: { ok: true } })
       await stream.next('end')
       await stream.closed
-      // Only the vocabulary of SPEC §7 (plus status-change) and the final end.
+      // Only the vocabulary of docs/contract.md §7 (plus status-change) and the final end.
       const names = new Set(stream.events.map((e) => e.event))
       for (const name of names)
         expect([

@@ -2,11 +2,13 @@
 // PostgreSQL in a data folder, migrates it, prints a token, serves the API, stops cleanly on
 // SIGTERM and reuses the data on the next start. Also: an invalid environment stops start-up.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PROJECT_ROOT } from '../../src/project-root.js'
+import { createTestDatabase } from '../helpers/database.js'
 
 const READY_DEADLINE_MS = 90_000
 const EXIT_DEADLINE_MS = 30_000
@@ -164,6 +166,27 @@ describe('an invalid environment stops start-up', () => {
     expect(started.stderr().trim().split('\n')).toHaveLength(1)
   }, 60_000)
 
+  it('exits 1 naming DATABASE_URL in production without it, before loading the embedded database', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'jobwire-startup-prod-'))
+    tempDirs.push(dir)
+    const started = startMain({
+      NODE_ENV: 'production',
+      JWT_SECRET: 'production-test-secret-0123456789abcdef',
+      WATCH_TOKEN_SECRET: 'production-watch-secret-0123456789abcdef',
+      EMBEDDED_PG_DATA_DIR: join(dir, 'postgres'),
+      EMBEDDED_PG_PORT: String(await freePort()),
+      PORT: String(await freePort()),
+    })
+    const { code } = await withDeadline(started.exited, EXIT_DEADLINE_MS, 'jobwire did not exit')
+    expect(code).toBe(1)
+    expect(started.stderr().trim()).toMatch(
+      /^jobwire: Invalid environment variable DATABASE_URL: NODE_ENV=production needs it/,
+    )
+    expect(started.stderr().trim().split('\n')).toHaveLength(1)
+    // Nothing of the embedded PostgreSQL was touched.
+    expect(existsSync(join(dir, 'postgres'))).toBe(false)
+  }, 60_000)
+
   it('exits 1 naming JWT_SECRET in production without any JWT key', async () => {
     const started = startMain({
       NODE_ENV: 'production',
@@ -173,5 +196,38 @@ describe('an invalid environment stops start-up', () => {
     expect(code).toBe(1)
     expect(started.stderr()).toMatch(/JWT_SECRET/)
     expect(started.stdout()).not.toMatch(/export TOKEN=/)
+  }, 60_000)
+})
+
+describe('npm run migrate', () => {
+  it('migrates in production with only DATABASE_URL: no JWT key asked for', async () => {
+    const database = await createTestDatabase()
+    try {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/db/migrate-cli.ts'], {
+        cwd: PROJECT_ROOT,
+        env: {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          HOME: process.env.HOME ?? '/tmp',
+          NODE_ENV: 'production',
+          DATABASE_URL: database.url,
+          LOG_LEVEL: 'warn',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      let out = ''
+      let err = ''
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk))
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk))
+      const code = await withDeadline(
+        new Promise<number | null>((resolve) => child.once('exit', resolve)),
+        EXIT_DEADLINE_MS,
+        'migrate did not exit',
+      )
+      expect({ code, err }).toEqual({ code: 0, err: '' })
+      // The test database is a clone of the migrated template: nothing left to apply.
+      expect(out).toBe('no pending migrations\n')
+    } finally {
+      await database.drop()
+    }
   }, 60_000)
 })

@@ -1,5 +1,5 @@
-// Share-link watch tokens (SPEC §3): `POST /v1/jobs` returns a signed, expiring, read-only
-// token scoped to that one job. It opens that job on every transport and nothing else.
+// Share-link watch tokens (docs/contract.md §3): `POST /v1/jobs` returns a signed, expiring,
+// read-only token scoped to that one job. It opens that job on every transport and nothing else.
 import jwt from 'jsonwebtoken'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'

@@ -8,7 +8,8 @@
 //
 // The pooler logs in to PostgreSQL as each client's own user (no `user=` in [databases]), so
 // the login's settings reach its server sessions. Without a pgbouncer binary the file reports
-// itself skipped, with the reason; without python3-psycopg only the Python test is skipped.
+// itself skipped, with the reason; without python3-psycopg only the Python test is skipped;
+// under CI=true either fails instead.
 import { randomUUID } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -18,15 +19,21 @@ import { createWorker, type Worker } from '../../src/worker/index.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { findPgbouncer, startPgbouncer, type Bouncer } from '../helpers/pgbouncer.js'
 import { findPsycopg, startPythonWorker } from '../helpers/python-worker.js'
+import { requiresTool } from '../helpers/requires.js'
 import { createWorkerLogin, type WorkerLogin } from '../helpers/worker-login.js'
 
 const found = await findPgbouncer()
 const runner = typeof found === 'string' ? undefined : found
-if (typeof found === 'string') console.warn(`worker-pgbouncer.test.ts skipped: ${found}`)
-const d = runner ? describe : describe.skip
-const noPsycopg = runner ? await findPsycopg() : undefined
-if (noPsycopg)
-  console.warn(`worker-pgbouncer.test.ts: the Python worker test skipped: ${noPsycopg}`)
+const { describe: d } = requiresTool(
+  'pgbouncer',
+  typeof found === 'string' ? found : undefined,
+  import.meta.url,
+)
+const { it: pythonIt } = requiresTool(
+  'python3-psycopg',
+  runner ? await findPsycopg() : undefined,
+  import.meta.url,
+)
 
 /** Server connections per login: two, so that two clients can hold one each. */
 const POOL_SIZE = 2
@@ -236,7 +243,7 @@ d('workers behind PgBouncer in transaction mode', () => {
     expect(rows).toEqual([{ role: 'jobwire_worker' }])
   })
 
-  ;(noPsycopg ? it.skip : it)('runs the Python example worker through the pooler', async () => {
+  pythonIt('runs the Python example worker through the pooler', async () => {
     const type = `py-${randomUUID().slice(0, 8)}`
     const ids = await Promise.all(
       [1, 2].map(() => insertJob(type, { steps: 12, step_seconds: 0.02 })),

@@ -1,4 +1,4 @@
-// WebSocket transport (SPEC §9): `GET /v1/ws` multiplexed subscribe/unsubscribe and the
+// WebSocket transport (docs/contract.md §9): `GET /v1/ws` multiplexed subscribe/unsubscribe and the
 // single-job upgrade on `GET /v1/jobs/:id`, against real PostgreSQL and real sockets. Rows
 // are changed by direct SQL, the way a worker in any language changes them.
 import { randomUUID } from 'node:crypto'

@@ -1,6 +1,6 @@
 // loadConfig(): the environment, validated once. Every refusal must name the variable, in one
 // line, and never print a secret.
-import { loadConfig } from '../../src/config/index.js'
+import { loadConfig, loadDatabaseConfig } from '../../src/config/index.js'
 import { ConfigError } from '../../src/errors.js'
 
 const SECRET = 'unit-test-secret-unit-test-secret-0123456789'
@@ -208,13 +208,29 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
 
   it('refuses production with a public key but no WATCH_TOKEN_SECRET', () => {
     const pem = '-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----'
-    expect(refusal({ NODE_ENV: 'production', JWT_PUBLIC_KEY: pem }).message).toMatch(
-      /^Invalid environment variable WATCH_TOKEN_SECRET: /,
+    expect(
+      refusal({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/jobs', JWT_PUBLIC_KEY: pem })
+        .message,
+    ).toMatch(/^Invalid environment variable WATCH_TOKEN_SECRET: /)
+  })
+
+  it('refuses production without DATABASE_URL before any other check, naming it', () => {
+    // No JWT key either: the database is what a production install cannot do without
+    // (it has no embedded PostgreSQL binaries).
+    expect(refusal({ NODE_ENV: 'production' }).message).toMatch(
+      /^Invalid environment variable DATABASE_URL: NODE_ENV=production needs it/,
+    )
+    expect(refusal({ NODE_ENV: 'production', JWT_SECRET: SECRET }).message).toMatch(
+      /^Invalid environment variable DATABASE_URL: /,
     )
   })
 
-  it('accepts production with a JWT_SECRET and nothing else', () => {
-    const config = loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET })
+  it('accepts production with DATABASE_URL and a JWT_SECRET and nothing else', () => {
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgres://db/jobs',
+      JWT_SECRET: SECRET,
+    })
     expect(config).toMatchObject({
       isProduction: true,
       jwt: { kind: 'secret' },
@@ -233,6 +249,31 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
     )
     expect(refusal({ BRIDGE_OUTBOUND: 'true' }).message).toMatch(
       /^Invalid environment variable BRIDGE_OUTBOUND: .*REDIS_URL/,
+    )
+  })
+})
+
+describe('loadDatabaseConfig', () => {
+  it('needs no JWT key in production: the migration step signs nothing', () => {
+    const config = loadDatabaseConfig({
+      NODE_ENV: 'production',
+      DATABASE_URL: 'postgres://db/jobs',
+    })
+    expect(config).toMatchObject({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/jobs' })
+  })
+
+  it('ignores variables it does not read, even invalid ones', () => {
+    expect(() =>
+      loadDatabaseConfig({ DATABASE_URL: 'postgres://db/jobs', PORT: 'abc', JWT_SECRET: 'short' }),
+    ).not.toThrow()
+  })
+
+  it('still validates what it reads, and needs DATABASE_URL in production', () => {
+    expect(() => loadDatabaseConfig({ DATABASE_URL: 'mysql://db' })).toThrow(
+      /^Invalid environment variable DATABASE_URL: expected a postgres/,
+    )
+    expect(() => loadDatabaseConfig({ NODE_ENV: 'production' })).toThrow(
+      /^Invalid environment variable DATABASE_URL: NODE_ENV=production needs it/,
     )
   })
 })

@@ -4,7 +4,7 @@
 // Reads files only.
 import { existsSync, readFileSync } from 'node:fs'
 import { parseDocument } from 'yaml'
-import { loadConfig } from '../../src/config/index.js'
+import { loadConfig, loadDatabaseConfig } from '../../src/config/index.js'
 import { envSchema } from '../../src/config/schema.js'
 
 const ROOT = new URL('../../', import.meta.url)
@@ -211,7 +211,7 @@ describe('docker-compose.yml', () => {
   })
 
   it('gives the migration step and the worker a configuration that loads', () => {
-    expect(() => loadConfig(environmentOf(services.migrate!, VARS))).not.toThrow()
+    expect(() => loadDatabaseConfig(environmentOf(services.migrate!, VARS))).not.toThrow()
     expect(loadConfig(environmentOf(services.worker!, VARS)).workerEnabled).toBe(true)
   })
 
@@ -265,8 +265,32 @@ describe('deploy/docker-compose.pgbouncer.yml', () => {
 
   it('leaves migrations on a direct session (they hold an advisory lock)', () => {
     expect(override.services.migrate).toBeUndefined()
-    const config = loadConfig(environmentOf(merged.services.migrate!, VARS))
+    const config = loadDatabaseConfig(environmentOf(merged.services.migrate!, VARS))
     expect(hostOf(config.DATABASE_URL!)).toBe('postgres:5432')
+  })
+
+  it('sends the standalone worker through PgBouncer, without the statement_timeout parameter', () => {
+    // src/worker/cli.ts passes DB_STATEMENT_TIMEOUT_MS to the worker's pool.
+    const config = loadConfig(environmentOf(merged.services.worker!, VARS))
+    expect(hostOf(config.DATABASE_URL!)).toBe('pgbouncer:6432')
+    expect(config.DB_STATEMENT_TIMEOUT_MS).toBe(0)
+  })
+
+  it('is described by docs/production.md as the files set it up', () => {
+    const doc = read('docs/production.md')
+    const goesTo = (connection: string) =>
+      doc
+        .split('\n')
+        .find((line) => line.startsWith(`| ${connection} `))
+        ?.split('|')[2]
+        ?.trim()
+    expect(goesTo('API query pool')).toBe('PgBouncer')
+    expect(goesTo('API listener')).toBe('PostgreSQL, directly')
+    expect(goesTo('migrations')).toBe('PostgreSQL, directly')
+    expect(goesTo('worker claims/progress/reaps')).toBe('PgBouncer')
+    // The worker honours DB_STATEMENT_TIMEOUT_MS and needs no direct connection.
+    expect(doc).not.toMatch(/ignores[\s>]+`?DB_STATEMENT_TIMEOUT_MS/)
+    expect(doc).not.toMatch(/give the worker a direct/)
   })
 
   it('sets only environment variables that the configuration schema knows', () => {

@@ -1,6 +1,6 @@
-// RFC 6902 patches between job documents (SPEC §7): for any run of versions, each patch and
-// the merged patch a slow or resuming client gets reproduce the newer document exactly, and
-// the leading test op rejects a wrong base.
+// RFC 6902 patches between job documents (docs/contract.md §7): for any run of versions, each patch
+// and the merged patch a slow or resuming client gets reproduce the newer document exactly, and the
+// leading test op rejects a wrong base.
 import fc from 'fast-check'
 import fastJsonPatch from 'fast-json-patch'
 import { applyDocumentPatch, diffDocuments } from '../../src/events/patch.js'
