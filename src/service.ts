@@ -103,7 +103,7 @@ export async function startService(
       if (isStopping) logger.debug({ err: error }, 'idle database connection closed at shutdown')
       else logger.warn({ err: error }, 'idle database connection failed')
     })
-    const db = createDb(pool)
+    const db = createDb(pool, { preparedStatements: config.DB_PREPARED_STATEMENTS })
     cleanup.push(() => db.destroy())
     await assertServiceCanReadAllTenants(db, logger)
 

@@ -103,6 +103,7 @@ export const envSchema = z.object({
   LISTEN_DATABASE_URL: postgresUrl.optional(),
   DB_POOL_MAX: int(1, 1000).default(10),
   DB_STATEMENT_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  DB_PREPARED_STATEMENTS: bool.default(true),
   MIGRATE_ON_START: bool.default(true),
   EMBEDDED_PG_DATA_DIR: z.string().min(1).default('.data/postgres'),
   EMBEDDED_PG_PORT: int(1, 65535).default(54329),

@@ -5,7 +5,7 @@ import { sql } from 'kysely'
 import type { JobStatus } from '../protocol/job.js'
 import type { JobRow } from './schema.js'
 import type { TenantTransaction } from './tenant-transaction.js'
-import type { Db } from './pool.js'
+import { hotQuery, type Db } from './pool.js'
 
 /** The job document's columns (src/events/document.ts), and the tenant and owner. */
 export const JOB_DOCUMENT_COLUMNS = [
@@ -176,12 +176,11 @@ export function requestCancel(trx: TenantTransaction, id: string) {
  * The event pipeline's batched read: many watched jobs in one query, across tenants (the
  * subscriptions were authorised by an RLS read when they opened). Runs as the service login.
  */
+const FETCH_JOBS = `SELECT ${JOB_DOCUMENT_COLUMNS.map((c) => `"${c}"`).join(', ')}
+  FROM job_queue WHERE id = ANY($1::uuid[])`
+
 export function fetchJobsByIds(db: Db, ids: readonly string[]): Promise<JobDocumentRow[]> {
-  return db
-    .selectFrom('job_queue')
-    .select(JOB_DOCUMENT_COLUMNS)
-    .where('id', '=', sql<string>`ANY(${sql.val(ids)}::uuid[])`)
-    .execute()
+  return hotQuery<JobDocumentRow>(db, 'jobwire_fetch_jobs', FETCH_JOBS, [ids])
 }
 
 /** Visible jobs changed at or after `since`, oldest change first (tenant-feed resume). */

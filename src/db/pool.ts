@@ -1,5 +1,9 @@
 // The query pool and the kysely instance over it. The pool's connections carry
-// application_name `jobwire`; the listener's own connection is `jobwire-listener`.
+// application_name `jobwire`; the listener's own connection is `jobwire-listener`. The reads
+// on the hot paths (a request's RLS read, the hub's batched read) skip kysely's query
+// building and run as named prepared statements: parsed and planned once per connection
+// (DB_PREPARED_STATEMENTS; off behind a transaction pooler that cannot keep them, such as
+// PgBouncer before 1.21).
 import pg from 'pg'
 import { Kysely, PostgresDialect } from 'kysely'
 import type { Database } from './schema.js'
@@ -31,6 +35,27 @@ export function createPool(options: PoolOptions): pg.Pool {
   return pool
 }
 
-export function createDb(pool: pg.Pool): Db {
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+/** The pool behind each kysely instance, for the hot-path statements (hotQuery). */
+const hotPaths = new WeakMap<Db, { pool: pg.Pool; isPrepared: boolean }>()
+
+export function createDb(pool: pg.Pool, options: { preparedStatements?: boolean } = {}): Db {
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+  hotPaths.set(db, { pool, isPrepared: options.preparedStatements ?? true })
+  return db
+}
+
+/**
+ * Runs one fixed statement of a hot path on the pool behind `db`: named, so each connection
+ * prepares it once, unless prepared statements are off. `name` must be unique per `text`.
+ */
+export async function hotQuery<R extends pg.QueryResultRow>(
+  db: Db,
+  name: string,
+  text: string,
+  values: unknown[],
+): Promise<R[]> {
+  const hot = hotPaths.get(db)
+  if (!hot) throw new Error('hotQuery needs a Db made by createDb()')
+  const config: pg.QueryConfig = hot.isPrepared ? { name, text, values } : { text, values }
+  return (await hot.pool.query<R>(config)).rows
 }

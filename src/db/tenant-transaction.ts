@@ -4,12 +4,14 @@
 // the service logs in as a superuser.
 import { sql, type Transaction } from 'kysely'
 import { JOB_DOCUMENT_COLUMNS, type JobDocumentRow } from './jobs.js'
-import type { Db } from './pool.js'
+import { hotQuery, type Db } from './pool.js'
 import type { Database } from './schema.js'
 
 export const APP_ROLE = 'jobwire_app'
 
-const READ_COLUMNS = sql.join(JOB_DOCUMENT_COLUMNS.map((column) => sql.id(column)))
+const READ_COLUMNS = JOB_DOCUMENT_COLUMNS.map((column) => `"${column}"`).join(', ')
+const READ_JOB = `SELECT ${READ_COLUMNS} FROM jobwire_read_job($1::uuid, $2, $3, $4::uuid)`
+const READ_JOBS = `SELECT ${READ_COLUMNS} FROM jobwire_read_jobs($1::uuid, $2, $3, $4::uuid[])`
 
 /** Who a request acts for. `jobId` is set for a watch token: it opens that one job only. */
 export interface Principal {
@@ -45,16 +47,17 @@ export async function withTenant<T>(
  * switches role and sets the settings for its own statement). The hot path of GET, wait and
  * every stream's authorising read. Undefined when the job is missing or not visible.
  */
-export async function readVisibleJob(
+export function readVisibleJob(
   db: Db,
   principal: Principal,
   jobId: string,
 ): Promise<JobDocumentRow | undefined> {
-  const { rows } =
-    await sql<JobDocumentRow>`SELECT ${READ_COLUMNS} FROM jobwire_read_job(${principal.tenantId}::uuid, ${principal.userId}, ${principal.role}, ${jobId}::uuid)`.execute(
-      db,
-    )
-  return rows[0]
+  return hotQuery<JobDocumentRow>(db, 'jobwire_read_job', READ_JOB, [
+    principal.tenantId,
+    principal.userId,
+    principal.role,
+    jobId,
+  ]).then((rows) => rows[0])
 }
 
 /**
@@ -68,9 +71,10 @@ export async function readVisibleJobs(
   jobIds: readonly string[],
 ): Promise<JobDocumentRow[]> {
   if (jobIds.length === 0) return []
-  const { rows } =
-    await sql<JobDocumentRow>`SELECT ${READ_COLUMNS} FROM jobwire_read_jobs(${principal.tenantId}::uuid, ${principal.userId}, ${principal.role}, ${sql.val(jobIds)}::uuid[])`.execute(
-      db,
-    )
-  return rows
+  return hotQuery<JobDocumentRow>(db, 'jobwire_read_jobs', READ_JOBS, [
+    principal.tenantId,
+    principal.userId,
+    principal.role,
+    jobIds,
+  ])
 }

@@ -1,8 +1,11 @@
 // Owns who watches which job (and which tenant feed) in this process, and turns
 // notifications into job changes. Promises:
 //   * a notification for a job nobody watches costs one map lookup, no query;
-//   * notifications arriving together are read in one batched query (one in flight at a
-//     time; whatever arrives meanwhile forms the next batch);
+//   * a change whose notification carries its small fields, on top of the version the hub
+//     has, is built without a read and delivered at once: every such version reaches the
+//     watchers (docs/decisions.md, "Changes built from the notification");
+//   * other notifications arriving together are read in one batched query (one in flight at
+//     a time; whatever arrives meanwhile forms the next batch);
 //   * each new document is built once and each patch computed once per base version;
 //   * versions only move forward: an old or repeated notification never emits an event;
 //   * nothing is lost: after a listener reconnect and on a slow safety sweep, watched jobs
@@ -17,6 +20,7 @@ import { isTerminalStatus } from '../protocol/job.js'
 import type { Logger } from '../telemetry/logger.js'
 import { JobChange, JobState, type Watcher } from './job-state.js'
 import { parseNotification, type JobNotification } from './notification.js'
+import { documentFromNotification } from './small-change.js'
 
 export { JobChange, JobState, type Watcher }
 
@@ -74,9 +78,13 @@ export class HubStats {
   /** Total time spent in batched reads (ms). */
   fetchMs = 0
   changes = 0
+  /** Changes built from the notification's small fields, without a read. */
+  built = 0
 }
 
 const FETCH_RETRY_MS = 1000
+/** Small-field notifications a job keeps while the version before them is read. */
+const MAX_PENDING_SMALL = 64
 
 export class Hub {
   readonly stats = new HubStats()
@@ -213,6 +221,16 @@ export class Hub {
       state.notifiedVersion = n.version
       state.notifiedTs = n.ts
     }
+    // The change's small fields and the version just before it: no read, delivered now.
+    const doc = documentFromNotification(n, state.current)
+    if (doc) {
+      this.stats.built++
+      this.apply(state, { doc, tenantId: n.tenantId, ownerId: n.ownerId })
+      return
+    }
+    // The version before it is still to be read: build this one on top once the read lands,
+    // so that only versions committed before that read executes are merged into it.
+    if (n.small && state.pendingSmall.length < MAX_PENDING_SMALL) state.pendingSmall.push(n)
     this.enqueue(state, n.status === 'deleted')
   }
 
@@ -391,11 +409,30 @@ export class Hub {
     this.schedule()
   }
 
+  /** Delivers a newer document, then whatever pending notification now builds on it. */
   private apply(state: JobState, fetched: FetchedJob): void {
+    if (!this.deliver(state, fetched)) return
+    const pending = state.pendingSmall
+    while (pending.length > 0) {
+      const n = pending[0]!
+      if (n.version <= state.version) {
+        pending.shift()
+        continue
+      }
+      const doc = documentFromNotification(n, state.current)
+      if (!doc) break
+      pending.shift()
+      this.stats.built++
+      this.deliver(state, { doc, tenantId: n.tenantId, ownerId: n.ownerId })
+    }
+  }
+
+  /** Moves the job to a newer document and hands the change to every watcher. */
+  private deliver(state: JobState, fetched: FetchedJob): boolean {
     state.tenantId = fetched.tenantId
     state.ownerId = fetched.ownerId
     const previous = state.current
-    if (!state.advance(fetched.doc)) return
+    if (!state.advance(fetched.doc)) return false
     this.stats.changes++
     if (state.notifiedTs !== undefined && state.notifiedVersion <= fetched.doc.version) {
       this.options.onLatency?.(Date.now() - state.notifiedTs)
@@ -409,6 +446,7 @@ export class Hub {
       for (const feed of feeds)
         if (feed.ownerId === undefined || feed.ownerId === fetched.ownerId) feed.onChange(change)
     }
+    return true
   }
 
   private gone(id: string): void {

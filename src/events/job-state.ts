@@ -3,6 +3,7 @@
 // watches it. Patches are computed once per distinct base version for the current version
 // and shared by every watcher on that base.
 import type { JobDocument } from '../protocol/job.js'
+import type { JobNotification } from './notification.js'
 import { diffDocuments, type Operation } from './patch.js'
 
 export interface Watcher {
@@ -23,6 +24,11 @@ export class JobState {
   readonly watchers = new Set<Watcher>()
   /** Watches opened whose authorising read is still in flight (Hub.reserve()). */
   reservations = 0
+  /**
+   * Notifications with small fields that arrived while the version before them was still to
+   * be read, oldest first: built on top once that read lands (Hub), at most MAX_PENDING.
+   */
+  readonly pendingSmall: JobNotification[] = []
   private readonly history = new Map<number, JobDocument>()
   private patches = new Map<number, Operation[]>()
 

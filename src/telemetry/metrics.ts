@@ -39,6 +39,7 @@ export interface HubSource {
     readonly fetchedRows: number
     readonly fetchErrors: number
     readonly fetchMs: number
+    readonly built: number
   }
 }
 
@@ -215,6 +216,13 @@ export function createMetrics(options: MetricsOptions): Metrics {
       help: 'Time spent in batched reads',
     },
     () => hub.stats.fetchMs / 1000,
+  )
+  snapshotCounter(
+    {
+      name: 'jobwire_hub_changes_built_total',
+      help: 'Changes built from the notification itself, without reading the row',
+    },
+    () => hub.stats.built,
   )
 
   const replication = options.replication

@@ -11,11 +11,14 @@ interface JobNotification {
   version: number
   status: string
   ts: number
+  /** The small fields, when the change can be built from them (see the migrations). */
+  d: Record<string, unknown> | null
 }
 
 interface Row {
   id: string
   tenant_id: string
+  type: string
   status: string
   progress: number
   eta_seconds: number | null
@@ -334,14 +337,35 @@ describe('values as users see them', () => {
 })
 
 describe('NOTIFY on channel jobwire', () => {
-  it('sends a small payload with id, tenant_id, owner_id, version, status and ts', async () => {
+  it('sends a small payload: ids, version, status, ts and the small fields, never payload or result', async () => {
     // A payload far above NOTIFY's 8000-byte limit proves the job's payload is not sent.
     const big = { blob: 'x'.repeat(20_000) }
     const job = await insertJob({ payload: JSON.stringify(big), owner_id: 'alice' })
     const created = await inbox.next(job.id)
     expect(Object.keys(created).sort()).toEqual(
-      ['id', 'owner_id', 'status', 'tenant_id', 'ts', 'version'].sort(),
+      ['d', 'id', 'owner_id', 'status', 'tenant_id', 'ts', 'version'].sort(),
     )
+    // A new job's small fields, rendered as the service's reads render them.
+    const row = (
+      await pool.query(
+        `SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at
+         FROM job_queue WHERE id = $1`,
+        [job.id],
+      )
+    ).rows[0] as { at: string }
+    expect(created.d).toEqual({
+      type: job.type,
+      progress: 0,
+      step: null,
+      eta_seconds: null,
+      attempts: 0,
+      max_attempts: 3,
+      cancel_requested: false,
+      created_at: row.at,
+      updated_at: row.at,
+      started_at: null,
+      completed_at: null,
+    })
     expect(created).toMatchObject({
       id: job.id,
       tenant_id: job.tenant_id,
@@ -352,9 +376,14 @@ describe('NOTIFY on channel jobwire', () => {
     expect(typeof created.ts).toBe('number')
     expect(Math.abs(created.ts - Date.now())).toBeLessThan(60_000)
 
+    // A result (or an error) never travels: the notification says only that it changed.
     await update(job.id, "status = 'running', result = $2", [JSON.stringify(big)])
     const running = await inbox.next(job.id)
-    expect(running).toMatchObject({ id: job.id, version: 2, status: 'running' })
+    expect(running).toMatchObject({ id: job.id, version: 2, status: 'running', d: null })
+    await update(job.id, 'progress = 12.5, step = \'ünïcödé "quoted"\'')
+    expect((await inbox.next(job.id)).d).toMatchObject({ progress: 12.5, step: 'ünïcödé "quoted"' })
+    await update(job.id, "status = 'completed'")
+    expect((await inbox.next(job.id)).d).toBeNull()
     expect(inbox.raw.every((p) => p.length < 1000)).toBe(true)
   })
 

@@ -54,7 +54,7 @@ describe('fan-out', () => {
     await service?.close()
   })
 
-  it('reads a change once for 500 watchers and delivers the same patch to each', async () => {
+  it('builds or reads a change once for 500 watchers and delivers the same patch to each', async () => {
     const t = newTenant()
     const tokens = admins(t.tenantId, 10)
     const job = await createJob(service, t.admin)
@@ -73,17 +73,35 @@ describe('fan-out', () => {
     expect(service.hub.watchedJobs).toBe(1)
     expect(service.hub.watcherCount).toBe(500)
 
-    const before = { ...service.hub.stats }
+    // A small change is built from its notification: no read at all.
+    let before = { ...service.hub.stats }
     await sql.query(`UPDATE job_queue SET status = 'running', progress = 99 WHERE id = $1`, [
       job.id,
     ])
-    const patches = await Promise.all(clients.map((c) => c.next('patch', 15_000)))
-    expect(service.hub.stats.fetches - before.fetches).toBe(1)
-    expect(service.hub.stats.fetchedRows - before.fetchedRows).toBe(1)
+    let patches = await Promise.all(clients.map((c) => c.next('patch', 15_000)))
+    expect(service.hub.stats.fetches - before.fetches).toBe(0)
+    expect(service.hub.stats.built - before.built).toBe(1)
     expect(service.hub.stats.changes - before.changes).toBe(1)
     expect(new Set(patches.map((p) => p.data)).size).toBe(1)
     expect(new Set(patches.map((p) => p.id))).toEqual(new Set(['2']))
     expect(patches[0]!.json()).toContainEqual({ op: 'replace', path: '/progress', value: 99 })
+
+    // A completion carries a result, which a notification never does: one read, for all.
+    before = { ...service.hub.stats }
+    await sql.query(
+      `UPDATE job_queue SET status = 'completed', result = '{"rows": 3}' WHERE id = $1`,
+      [job.id],
+    )
+    patches = await Promise.all(clients.map((c) => c.next('patch', 15_000)))
+    expect(service.hub.stats.fetches - before.fetches).toBe(1)
+    expect(service.hub.stats.fetchedRows - before.fetchedRows).toBe(1)
+    expect(service.hub.stats.built - before.built).toBe(0)
+    expect(new Set(patches.map((p) => p.data)).size).toBe(1)
+    expect(patches[0]!.json()).toContainEqual({
+      op: 'replace',
+      path: '/result',
+      value: { rows: 3 },
+    })
 
     for (const c of clients.splice(0)) c.close()
     await until(

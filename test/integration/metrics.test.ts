@@ -78,13 +78,20 @@ describe('/metrics', () => {
       job.id,
     ])
     await stream.next('patch')
+    // A completion is read (a result never travels in a notification).
+    await sql.query(`UPDATE job_queue SET status = 'completed', result = '{}' WHERE id = $1`, [
+      job.id,
+    ])
+    await stream.next('end')
     const after = await scrape()
     stream.close()
 
     const delta = (name: string, labels: Record<string, string> = {}) =>
       (sampleValue(after, name, labels) ?? 0) - (sampleValue(before, name, labels) ?? 0)
     expect(delta('jobwire_listener_notifications_total')).toBeGreaterThanOrEqual(1)
-    expect(delta('jobwire_events_delivered_total', { transport: 'sse' })).toBe(1)
+    // Two patches and the end.
+    expect(delta('jobwire_events_delivered_total', { transport: 'sse' })).toBe(3)
+    expect(delta('jobwire_hub_changes_built_total')).toBe(1)
     expect(delta('jobwire_stream_bytes_total', { transport: 'sse' })).toBeGreaterThan(20)
     expect(delta('jobwire_commit_to_delivery_milliseconds_count')).toBeGreaterThanOrEqual(1)
     expect(delta('jobwire_hub_batch_reads_total')).toBeGreaterThanOrEqual(1)

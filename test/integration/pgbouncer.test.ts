@@ -47,7 +47,11 @@ const services: TestService[] = []
 const streams: SseClient[] = []
 
 /** The API through the pooler, its listener direct: the documented set-up. */
-const POOLED_ENV = { DB_STATEMENT_TIMEOUT_MS: '0', RATE_LIMIT_PER_IP: '100000' }
+const POOLED_ENV = {
+  DB_STATEMENT_TIMEOUT_MS: '0',
+  DB_PREPARED_STATEMENTS: 'false',
+  RATE_LIMIT_PER_IP: '100000',
+}
 
 async function start(env: Record<string, string>): Promise<TestService> {
   const started = await startTestService(pooledUrl, { ...POOLED_ENV, ...env })

@@ -14,6 +14,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { findPsycopg, startPythonWorker, type PythonWorker } from '../helpers/python-worker.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
+import { until } from '../helpers/ws.js'
 import { requiresTool } from '../helpers/requires.js'
 import { createWorkerLogin, type WorkerLogin } from '../helpers/worker-login.js'
 
@@ -178,7 +179,8 @@ d('the Python example worker', () => {
     const done = await finished(job.id)
     expect(done).toMatchObject({ status: 'cancelled', cancel_requested: true, attempts: 1 })
     expect(done.progress).toBeLessThan(100)
-    expect(worker.output()).toContain(`cancelled ${job.id}`)
+    // The worker logs it once its jobwire_cancelled() returned, a moment after the commit.
+    await until(() => worker.output().includes(`cancelled ${job.id}`), 'the worker to log it')
   })
 
   // Last: the worker exits.

@@ -613,3 +613,75 @@ describe('handleRow (rows the replication stream carries whole)', () => {
     expect(w.versions).toEqual([3])
   })
 })
+
+describe('changes built from the notification', () => {
+  /** The notification the trigger sends for `d` when the change is small. */
+  function small(d: JobDocument): JobNotification {
+    return {
+      ...notification(d.id, d.version, d.status),
+      small: {
+        type: null,
+        progress: d.progress,
+        step: d.step,
+        eta_seconds: d.eta_seconds,
+        attempts: d.attempts,
+        max_attempts: d.max_attempts,
+        cancel_requested: d.cancel_requested,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        started_at: d.started_at,
+        completed_at: d.completed_at,
+      },
+    }
+  }
+
+  it('delivers a small change on top of the version it has, with no read', async () => {
+    const id = jobId(1)
+    db.set(doc(id, 1))
+    const w = new RecordingWatcher()
+    watch(id, w)
+    hub.handleNotification(small(doc(id, 2, { progress: 40 })))
+    hub.handleNotification(small(doc(id, 3, { progress: 41 })))
+    expect(w.versions).toEqual([2, 3])
+    expect(w.changes.at(-1)?.doc.progress).toBe(41)
+    await settle()
+    expect(db.reads).toEqual([])
+    expect(hub.stats.built).toBe(2)
+  })
+
+  it('builds the small changes that arrived during a read on what the read returns', async () => {
+    const id = jobId(1)
+    db.set(doc(id, 1))
+    const w = new RecordingWatcher()
+    watch(id, w)
+    let open!: () => void
+    db.gate = new Promise((resolve) => (open = resolve))
+    // Version 2 carries a result: it must be read. 3 and 4 arrive meanwhile.
+    db.set(doc(id, 2, { step: 'read' }))
+    hub.handleNotification(notification(id, 2))
+    await settle()
+    hub.handleNotification(small(doc(id, 3, { step: 'read', progress: 60 })))
+    hub.handleNotification(small(doc(id, 4, { step: 'read', progress: 70 })))
+    expect(w.versions).toEqual([])
+    db.gate = undefined
+    open()
+    await settle()
+    expect(w.versions).toEqual([2, 3, 4])
+    expect(w.changes.map((c) => c.doc.progress)).toEqual([2, 60, 70])
+    expect(db.reads).toHaveLength(1)
+  })
+
+  it('reads when the version before it is missing, and drops what the read overtook', async () => {
+    const id = jobId(1)
+    db.set(doc(id, 1))
+    const w = new RecordingWatcher()
+    watch(id, w)
+    db.set(doc(id, 4))
+    hub.handleNotification(small(doc(id, 3)))
+    hub.handleNotification(small(doc(id, 4)))
+    await settle()
+    expect(w.versions).toEqual([4])
+    expect(db.reads).toHaveLength(1)
+  })
+})
+

@@ -13,6 +13,7 @@ function fakeHub() {
       fetchedRows: 9,
       fetchErrors: 1,
       fetchMs: 1500,
+      built: 6,
     },
   }
 }
@@ -28,6 +29,7 @@ it('reads hub and listener state at scrape time', async () => {
   expect(sampleValue(samples, 'jobwire_hub_watchers')).toBe(5)
   expect(sampleValue(samples, 'jobwire_listener_connected')).toBe(0)
   expect(sampleValue(samples, 'jobwire_listener_reconnects_total')).toBe(3)
+  expect(sampleValue(samples, 'jobwire_hub_changes_built_total')).toBe(6)
   expect(sampleValue(samples, 'jobwire_listener_notifications_total')).toBe(9)
   expect(sampleValue(samples, 'jobwire_listener_malformed_notifications_total')).toBe(2)
   expect(sampleValue(samples, 'jobwire_hub_batch_read_seconds_total')).toBe(1.5)
