@@ -54,6 +54,8 @@ export interface ServiceOptions {
   stores?: FrontendDeps['stores']
   /** The database URL to use instead of starting the embedded one (cluster workers). */
   databaseUrl?: string
+  /** A cluster worker: the primary prints the development banner, once for all. */
+  isClusterWorker?: boolean
 }
 
 export async function startService(
@@ -265,7 +267,7 @@ export async function startService(
       shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
     })
     logger.info({ url: http.url, embedded: config.isEmbeddedDatabase }, 'jobwire is listening')
-    if (devToken) {
+    if (devToken && !options.isClusterWorker) {
       const state = {
         dataDir: embeddedDataDir,
         secretsFile: devSecretsFile(config.EMBEDDED_PG_DATA_DIR),

@@ -3,6 +3,7 @@
 // Each entry point reads only what it uses: loadConfig() for the service and the worker,
 // loadDatabaseConfig() for the CLIs that only reach the database, `npm run migrate` and
 // `npm run reset` (no JWT key: they sign and verify nothing).
+import { availableParallelism } from 'node:os'
 import type { z } from 'zod'
 import { ConfigError } from '../errors.js'
 import { envSchema, type Env } from './schema.js'
@@ -23,6 +24,8 @@ export interface Config extends Env {
   workerEnabled: boolean
   livePage: boolean
   logPretty: boolean
+  /** HTTP processes (WEB_CONCURRENCY): 1 runs in this process, more a cluster (src/cluster/). */
+  webConcurrency: number
 }
 
 /** Parses the environment. Empty strings count as unset (docker-compose writes `FOO=`). */
@@ -88,6 +91,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Co
     workerEnabled: env.WORKER_ENABLED ?? (!isProduction && env.DATABASE_URL === undefined),
     livePage: env.LIVE_PAGE ?? env.NODE_ENV === 'development',
     logPretty: env.LOG_PRETTY ?? (env.NODE_ENV === 'development' && process.stdout.isTTY === true),
+    webConcurrency:
+      env.WEB_CONCURRENCY === 'auto' ? availableParallelism() : Number(env.WEB_CONCURRENCY),
   }
   return Object.freeze(config)
 }

@@ -23,7 +23,7 @@ import { jobStreamHandler, waitHandler } from './routes/streams.js'
 import { jobParamsSchema } from './schemas.js'
 import { securityHeaders } from './security-headers.js'
 import type { HttpHandlers } from './server.js'
-import { MemoryStreamSlots, type StreamSlots } from './stream-slots.js'
+import { countingRefusals, MemoryStreamSlots, type StreamSlots } from './stream-slots.js'
 import { parseRequest } from './validation.js'
 import { createWebSockets } from './ws-server.js'
 
@@ -63,7 +63,10 @@ export function createFrontend(deps: FrontendDeps): Frontend {
     db,
     hub,
     registry,
-    slots: deps.stores?.streamSlots ?? new MemoryStreamSlots(config, metrics.capRejected),
+    slots: countingRefusals(
+      deps.stores?.streamSlots ?? new MemoryStreamSlots(config),
+      metrics.capRejected,
+    ),
   }
   // The multiplexed writers (SSE /v1/events, WebSocket) report one write per message;
   // heartbeats and pings go around it, so each write is one delivered event.

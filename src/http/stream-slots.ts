@@ -5,7 +5,8 @@
 //   * a watch token (a share link): its job (MAX_STREAMS_PER_WATCH_JOB) and nothing else, so
 //     traffic through a link can never use up its owner's or its tenant's share
 //     (docs/decisions.md, "Watch tokens have their own buckets").
-// A cap of 0 is off. The counts live in this process (MemoryStreamSlots).
+// A cap of 0 is off. The counts live in this process (MemoryStreamSlots), or for a cluster's
+// workers in its primary (src/cluster/stream-slots.ts).
 import type { Config } from '../config/index.js'
 import type { Principal } from '../db/tenant-transaction.js'
 import { TooManyRequestsError } from '../errors.js'
@@ -76,55 +77,88 @@ export interface StreamSlots {
   acquire(principal: Principal): Promise<SlotLease>
 }
 
-export class MemoryStreamSlots implements StreamSlots {
+/**
+ * Open streams per bucket key: the bookkeeping of every slot store (this process's, and the
+ * cluster primary's for its workers).
+ */
+export class SlotCounts {
   private readonly open = new Map<string, number>()
 
-  constructor(
-    private readonly caps: StreamCaps,
-    private readonly onRejected?: () => void,
-  ) {}
-
-  /** Slots taken in one bucket (for tests and metrics). */
   count(key: string): number {
     return this.open.get(key) ?? 0
   }
 
-  acquire(principal: Principal): Promise<SlotLease> {
-    try {
-      return Promise.resolve(this.take(streamBucketsOf(principal, this.caps)))
-    } catch (error) {
-      return Promise.reject(error)
-    }
+  /** Takes one slot in every bucket, or none: returns the index of the full bucket, or -1. */
+  tryTake(buckets: ReadonlyArray<{ key: string; max: number }>): number {
+    const full = buckets.findIndex(({ key, max }) => this.count(key) >= max)
+    if (full >= 0) return full
+    for (const { key } of buckets) this.open.set(key, this.count(key) + 1)
+    return -1
   }
 
-  private take(buckets: StreamBucket[]): SlotLease {
-    for (const bucket of buckets) {
-      const n = this.open.get(bucket.key) ?? 0
-      if (n >= bucket.max) {
-        this.onRejected?.()
-        throw new TooManyRequestsError(bucket.refusal(n), CAP_RETRY_SECONDS)
-      }
+  free(keys: readonly string[]): void {
+    for (const key of keys) {
+      const n = this.count(key) - 1
+      if (n > 0) this.open.set(key, n)
+      else this.open.delete(key)
     }
-    for (const { key } of buckets) this.open.set(key, (this.open.get(key) ?? 0) + 1)
-    let isFreed = false
-    let isHeld = false
-    const free = () => {
-      if (isFreed) return
-      isFreed = true
-      for (const { key } of buckets) {
-        const n = (this.open.get(key) ?? 0) - 1
-        if (n > 0) this.open.set(key, n)
-        else this.open.delete(key)
-      }
+  }
+}
+
+/** A lease whose slots `free` gives back, once, by its holder or by release() if unheld. */
+export function slotLease(free: () => void): SlotLease {
+  let isFreed = false
+  let isHeld = false
+  const freeOnce = () => {
+    if (isFreed) return
+    isFreed = true
+    free()
+  }
+  return {
+    hold: () => {
+      isHeld = true
+      return freeOnce
+    },
+    release: () => {
+      if (!isHeld) freeOnce()
+    },
+  }
+}
+
+/** The 429 for a caller whose `bucket` is full with `open` streams. */
+export function capRefusal(bucket: StreamBucket, open: number): TooManyRequestsError {
+  return new TooManyRequestsError(bucket.refusal(open), CAP_RETRY_SECONDS)
+}
+
+/** Slots counted in this process. */
+export class MemoryStreamSlots implements StreamSlots {
+  private readonly counts = new SlotCounts()
+
+  constructor(private readonly caps: StreamCaps) {}
+
+  /** Slots taken in one bucket (for tests and metrics). */
+  count(key: string): number {
+    return this.counts.count(key)
+  }
+
+  acquire(principal: Principal): Promise<SlotLease> {
+    const buckets = streamBucketsOf(principal, this.caps)
+    const full = this.counts.tryTake(buckets)
+    if (full >= 0) {
+      const bucket = buckets[full]!
+      return Promise.reject(capRefusal(bucket, this.counts.count(bucket.key)))
     }
-    return {
-      hold: () => {
-        isHeld = true
-        return free
-      },
-      release: () => {
-        if (!isHeld) free()
-      },
-    }
+    return Promise.resolve(slotLease(() => this.counts.free(buckets.map((b) => b.key))))
+  }
+}
+
+/** Counts the refusals of `slots` (the stream-cap metric), whatever store it is. */
+export function countingRefusals(slots: StreamSlots, onRefused: () => void): StreamSlots {
+  return {
+    acquire: (principal) =>
+      slots.acquire(principal).catch((error: unknown) => {
+        if (error instanceof TooManyRequestsError) onRefused()
+        throw error
+      }),
   }
 }

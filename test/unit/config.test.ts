@@ -1,5 +1,6 @@
 // loadConfig(): the environment, validated once. Every refusal must name the variable, in one
 // line, and never print a secret.
+import { availableParallelism } from 'node:os'
 import { loadConfig, loadDatabaseConfig } from '../../src/config/index.js'
 import { ConfigError } from '../../src/errors.js'
 
@@ -275,5 +276,15 @@ describe('loadDatabaseConfig', () => {
     expect(() => loadDatabaseConfig({ NODE_ENV: 'production' })).toThrow(
       /^Invalid environment variable DATABASE_URL: NODE_ENV=production needs it/,
     )
+  })
+
+  it('runs one process by default, one per core with auto, and refuses anything else', () => {
+    expect(loadConfig({}).webConcurrency).toBe(1)
+    expect(loadConfig({ WEB_CONCURRENCY: '3' }).webConcurrency).toBe(3)
+    expect(loadConfig({ WEB_CONCURRENCY: 'auto' }).webConcurrency).toBe(availableParallelism())
+    for (const bad of ['0', 'all', '-1', '2.5', '100'])
+      expect(refusal({ WEB_CONCURRENCY: bad }).message).toMatch(
+        /^Invalid environment variable WEB_CONCURRENCY: expected auto or a number/,
+      )
   })
 })

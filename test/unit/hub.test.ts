@@ -684,4 +684,3 @@ describe('changes built from the notification', () => {
     expect(db.reads).toHaveLength(1)
   })
 })
-

@@ -1,6 +1,10 @@
 // The concurrent-stream caps: which buckets a caller's streams count in, that a full bucket
 // refuses without taking anything, and that a lease is freed exactly once, by its holder.
-import { MemoryStreamSlots, streamBucketsOf } from '../../src/http/stream-slots.js'
+import {
+  countingRefusals,
+  MemoryStreamSlots,
+  streamBucketsOf,
+} from '../../src/http/stream-slots.js'
 import { TooManyRequestsError } from '../../src/errors.js'
 
 const caps = { MAX_STREAMS_PER_USER: 2, MAX_STREAMS_PER_TENANT: 3, MAX_STREAMS_PER_WATCH_JOB: 1 }
@@ -30,15 +34,16 @@ describe('streamBucketsOf', () => {
 describe('MemoryStreamSlots', () => {
   it('refuses the stream past a full bucket, takes nothing for it, and counts rejections', async () => {
     let rejected = 0
-    const slots = new MemoryStreamSlots(caps, () => rejected++)
+    const memory = new MemoryStreamSlots(caps)
+    const slots = countingRefusals(memory, () => rejected++)
     await slots.acquire(alice)
     await slots.acquire(alice)
     await expect(slots.acquire(alice)).rejects.toBeInstanceOf(TooManyRequestsError)
     await expect(slots.acquire(alice)).rejects.toThrow(/You already have 2 open streams/)
-    expect(slots.count(`t:${TENANT}`)).toBe(2)
+    expect(memory.count(`t:${TENANT}`)).toBe(2)
     await slots.acquire(bob)
     await expect(slots.acquire(bob)).rejects.toThrow(/Your tenant already has 3/)
-    expect(slots.count(`u:${TENANT}:bob`)).toBe(1)
+    expect(memory.count(`u:${TENANT}:bob`)).toBe(1)
     expect(rejected).toBe(3)
   })
 
