@@ -20,7 +20,7 @@ import querystring, { type ParsedUrlQuery } from 'node:querystring'
 import type { Principal } from '../db/tenant-transaction.js'
 import type { AppError } from '../errors.js'
 import { RouteNotFoundError, ValidationError } from '../errors.js'
-import { MEDIA_TYPE, QUERY } from '../protocol/http.js'
+import { HEADER, MEDIA_TYPE, QUERY } from '../protocol/http.js'
 import type { Logger } from '../telemetry/logger.js'
 import type { Admitter } from './admission.js'
 import type { TokenSource } from './auth.js'
@@ -33,7 +33,7 @@ import {
   startTrace,
   type RequestTrace,
 } from './request-log.js'
-import { setHeaders, type HeaderList } from './security-headers.js'
+import type { HeaderList } from './security-headers.js'
 
 /** One admitted request on a hot route, as its handler sees it. */
 export interface EdgeRequest {
@@ -47,6 +47,14 @@ export interface EdgeRequest {
   /** The path, for a problem's `instance`. */
   readonly path: string
   readonly isHead: boolean
+  /**
+   * The headers every answer carries — security headers, X-Request-Id, RateLimit-* — as a
+   * flat name, value, … list: passed to writeHead() with the answer's own, never set one by
+   * one, so a long-lived response keeps only its serialised head.
+   */
+  readonly head: readonly string[]
+  /** res.writeHead(status) with `head` and then `own`. */
+  writeHead(status: number, own?: readonly string[]): ServerResponse
   /** The response is now a stream: log that it opened (its last line comes when it closes). */
   streamOpened(): void
 }
@@ -135,6 +143,7 @@ const EMPTY_QUERY: ParsedUrlQuery = Object.freeze(Object.create(null) as ParsedU
 
 export function createEdge(options: EdgeOptions): Edge {
   const { admitter, logger, handlers } = options
+  const securityHead = options.securityHeaders.flat()
 
   function match(
     path: string,
@@ -163,11 +172,11 @@ export function createEdge(options: EdgeOptions): Edge {
     path: string,
     query: ParsedUrlQuery,
   ): Promise<void> {
-    const trace = startTrace(req, res)
+    const trace = startTrace(req)
     trace.route = route.template
-    setHeaders(res, options.securityHeaders)
     logWhenDone(logger, req, res, trace)
     trace.clientAddress = clientAddressOf(req, options.trustProxy)
+    const head = [...securityHead, HEADER.requestId, trace.id]
     try {
       const { principal, rateHeaders } = await admitter.admit(
         req,
@@ -175,7 +184,7 @@ export function createEdge(options: EdgeOptions): Edge {
         trace.clientAddress,
       )
       trace.principal = principal
-      for (const [name, value] of rateHeaders) res.setHeader(name, value)
+      for (const [name, value] of rateHeaders) head.push(name, value)
       await handlers[route.handler]({
         req,
         res,
@@ -184,9 +193,14 @@ export function createEdge(options: EdgeOptions): Edge {
         query,
         path,
         isHead: req.method === 'HEAD',
+        head,
+        writeHead: (status, own) => res.writeHead(status, own ? [...head, ...own] : head),
         streamOpened: () => logStreamOpened(logger, req, trace),
       })
     } catch (error) {
+      // The problem's own headers (a 401's or a 429's RateLimit-*) then replace these.
+      if (!res.headersSent)
+        for (let i = 0; i < head.length; i += 2) res.setHeader(head[i]!, head[i + 1]!)
       answerError(logger, res, error, path, trace.id)
     }
   }

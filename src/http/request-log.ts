@@ -61,6 +61,8 @@ export function logCompleted(
   statusCode: number,
   isFinished: boolean,
 ): void {
+  // A parked long-poll or a stream ends in bursts: build nothing that will not be written.
+  if (!logger.isLevelEnabled(statusCode >= 500 ? 'error' : 'info')) return
   const line = fields(req, trace)
   line.res = { statusCode }
   line.responseTime = Date.now() - trace.startedAt
@@ -85,5 +87,5 @@ export function logWhenDone(
 }
 
 export function logStreamOpened(logger: Logger, req: IncomingMessage, trace: RequestTrace): void {
-  logger.info(fields(req, trace), 'stream opened')
+  if (logger.isLevelEnabled('info')) logger.info(fields(req, trace), 'stream opened')
 }

@@ -148,7 +148,9 @@ export class MemoryStreamSlots implements StreamSlots {
       const bucket = buckets[full]!
       return Promise.reject(capRefusal(bucket, this.counts.count(bucket.key)))
     }
-    return Promise.resolve(slotLease(() => this.counts.free(buckets.map((b) => b.key))))
+    // The lease lives as long as its stream: it keeps the keys, not the buckets.
+    const keys = buckets.map((b) => b.key)
+    return Promise.resolve(slotLease(() => this.counts.free(keys)))
   }
 }
 

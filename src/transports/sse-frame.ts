@@ -12,9 +12,14 @@ export function sseRetry(ms: number): Buffer {
   return Buffer.from(`retry: ${ms}\n\n`)
 }
 
-export const SSE_HEADERS = {
-  'content-type': 'text/event-stream; charset=utf-8',
-  'cache-control': 'no-cache, no-transform',
-  'x-accel-buffering': 'no',
-  connection: 'keep-alive',
-} as const
+/** The stream's own headers, as a flat name, value, … list for writeHead(). */
+export const SSE_HEADERS: readonly string[] = Object.freeze([
+  'content-type',
+  'text/event-stream; charset=utf-8',
+  'cache-control',
+  'no-cache, no-transform',
+  'x-accel-buffering',
+  'no',
+  'connection',
+  'keep-alive',
+])

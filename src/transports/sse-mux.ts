@@ -15,6 +15,8 @@ import type { HeldSlots, RegisteredStream, StreamRegistry } from './stream-regis
 export interface SseMuxOptions {
   mode: 'jobs' | 'feed'
   tenantId: string
+  /** Headers every response carries (security headers, request id …), flat, before SSE's. */
+  headers?: readonly string[]
   /** The stream's cap slots, held while it is open. */
   slots?: HeldSlots
   ownerId: string | undefined
@@ -53,7 +55,7 @@ export class SseMuxStream implements MuxSink, RegisteredStream {
 
   open(registry: StreamRegistry): void {
     this.res.socket?.setTimeout(0)
-    this.res.writeHead(200, SSE_HEADERS)
+    this.res.writeHead(200, [...(this.options.headers ?? []), ...SSE_HEADERS])
     this.unregister = registry.add(this, this.options.slots)
     this.res.on('close', () => this.dispose())
     this.res.write(sseRetry(this.options.retryMs))

@@ -26,6 +26,8 @@ export interface SseJobStreamOptions {
   maxLifetimeMs: number
   highWaterBytes: number
   tenantId: string
+  /** Headers every response carries (security headers, request id …), flat, before SSE's. */
+  headers?: readonly string[]
   /** The stream's cap slots, held while it is open. */
   slots?: HeldSlots
   connectionId: string
@@ -71,7 +73,7 @@ export class SseJobStream implements Watcher, RegisteredStream {
     const res = this.res
     res.socket?.setTimeout(0)
     res.socket?.setNoDelay(true)
-    res.writeHead(200, SSE_HEADERS)
+    res.writeHead(200, [...(this.options.headers ?? []), ...SSE_HEADERS])
     this.isOpen = true
     this.unregister = registry.add(this, this.options.slots)
     res.on('close', () => this.dispose())

@@ -72,24 +72,26 @@ async function readJobOr404(db: Db, principal: Principal, jobId: string): Promis
  * If-None-Match names its version. The same headers express's res.json() wrote.
  */
 export function documentHandler(db: Db): EdgeHandler {
-  return async ({ req, res, principal, id: rawId }) => {
+  return async ({ req, principal, id: rawId, writeHead }) => {
     const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
     const doc = await readJobOr404(db, principal, id)
     const etag = etagOf(doc.version)
     if (matchesEtag(req.headers['if-none-match'], doc.version)) {
       // A 304 repeats the validators and caching headers the 200 would carry (RFC 9110 §15.4.5).
-      res.writeHead(304, { etag, 'cache-control': CACHE_CONTROL }).end()
+      writeHead(304, ['etag', etag, 'cache-control', CACHE_CONTROL]).end()
       return
     }
     const body = JSON.stringify(doc)
-    res
-      .writeHead(200, {
-        'content-type': 'application/json; charset=utf-8',
-        'content-length': String(Buffer.byteLength(body)),
-        etag,
-        'cache-control': CACHE_CONTROL,
-      })
-      .end(body)
+    writeHead(200, [
+      'content-type',
+      'application/json; charset=utf-8',
+      'content-length',
+      String(Buffer.byteLength(body)),
+      'etag',
+      etag,
+      'cache-control',
+      CACHE_CONTROL,
+    ]).end(body)
   }
 }
 

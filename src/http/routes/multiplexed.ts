@@ -22,7 +22,7 @@ import { SSE_HEADERS, sseFrame } from '../../transports/sse-frame.js'
 import { SseMuxStream } from '../../transports/sse-mux.js'
 import { parseFeedResumeId, parseJobsResumeId } from '../../protocol/resume-id.js'
 import { assertUserToken } from '../auth.js'
-import type { EdgeHandler } from '../edge.js'
+import type { EdgeHandler, EdgeRequest } from '../edge.js'
 import { subscribeJobs, subscriptionCost, type StreamDeps } from '../subscribe.js'
 import type { RateLimits } from '../rate-limit.js'
 import { NO_SLOTS, type SlotLease } from '../stream-slots.js'
@@ -47,6 +47,8 @@ export interface MultiplexedRouteDeps extends StreamDeps {
 /** `GET /v1/events`: many jobs (`?jobs=`) or the tenant feed, over one SSE response. */
 export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
   const { config } = deps
+  // Shared by every stream: no closure per connection.
+  const onWrite = deps.onStreamBytes && ((bytes: number) => deps.onStreamBytes!('sse', bytes))
   const querySchema = z.object({
     [QUERY.jobs]: z
       .string({ error: 'expected one comma-separated list of job ids' })
@@ -77,6 +79,8 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
     principal,
     query: rawQuery,
     isHead,
+    head,
+    writeHead,
     streamOpened,
   }) => {
     const query = parseRequest(querySchema, rawQuery, 'query')
@@ -86,7 +90,7 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
     // A HEAD is authorised like a GET but opens no stream: it takes no slot.
     const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
     try {
-      await serve(principal, query, lastEventId, res, slots, isHead)
+      await serve(principal, query, lastEventId, res, slots, isHead, head, writeHead)
       if (res.headersSent && !res.writableEnded) streamOpened()
     } finally {
       slots.release() // unless the open stream holds them
@@ -100,20 +104,23 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
     res: ServerResponse,
     slots: SlotLease,
     isHead: boolean,
+    head: readonly string[],
+    writeHead: EdgeRequest['writeHead'],
   ): Promise<void> {
     if (isHead && !query.jobs) {
-      res.writeHead(200, SSE_HEADERS).end()
+      writeHead(200, SSE_HEADERS).end()
       return
     }
     const stream = new SseMuxStream(res, {
       mode: query.jobs ? 'jobs' : 'feed',
       tenantId: principal.tenantId,
+      headers: head,
       slots,
       ownerId: principal.role === 'admin' ? undefined : principal.userId,
       retryMs: config.SSE_RETRY_MS,
       maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,
       highWaterBytes: config.STREAM_HIGH_WATER_BYTES,
-      onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
+      onWrite,
     })
     const mux = stream.mux
 
@@ -183,8 +190,8 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
       for (const o of ok) o.watch.cancel()
       mux.close()
       if (!res.destroyed) {
-        if (isAllSeen) res.writeHead(204).end()
-        else res.writeHead(200, SSE_HEADERS).end()
+        if (isAllSeen) writeHead(204).end()
+        else writeHead(200, SSE_HEADERS).end()
       }
       return
     }

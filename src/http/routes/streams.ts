@@ -46,7 +46,8 @@ export const sseQuerySchema = z.object({
 
 interface WaitAnswer {
   body: Buffer
-  headers: Record<string, string>
+  /** Flat name, value, … (after the edge's own). */
+  headers: readonly string[]
 }
 
 /** Per document (documents are immutable and shared): the body and both header variants. */
@@ -61,20 +62,38 @@ function waitAnswer(doc: JobDocument, isReady: boolean): WaitAnswer {
   const key = isReady ? 'ready' : 'timedOut'
   return (cached[key] ??= {
     body: cached.body,
-    headers: {
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': String(cached.body.length),
-      etag: etagOf(doc.version),
-      'cache-control': 'no-store',
-      [HEADER.timedOut]: isReady ? 'false' : 'true',
-    },
+    headers: [
+      'content-type',
+      'application/json; charset=utf-8',
+      'content-length',
+      String(cached.body.length),
+      'etag',
+      etagOf(doc.version),
+      'cache-control',
+      'no-store',
+      HEADER.timedOut,
+      isReady ? 'false' : 'true',
+    ],
   })
 }
 
 /** The SSE stream of one job: `/v1/jobs/:id/events`, and `GET /v1/jobs/:id` as a stream. */
 export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
   const { config } = deps
-  return async ({ req, res, principal, id: rawId, query: rawQuery, isHead, streamOpened }) => {
+  // Shared by every stream: no closure per connection.
+  const onWrite = deps.onStreamBytes && ((bytes: number) => deps.onStreamBytes!('sse', bytes))
+  const onEvent = deps.onEventDelivered && (() => deps.onEventDelivered!('sse'))
+  return async ({
+    req,
+    res,
+    principal,
+    id: rawId,
+    query: rawQuery,
+    isHead,
+    head,
+    writeHead,
+    streamOpened,
+  }) => {
     const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
     const query = parseRequest(sseQuerySchema, rawQuery, 'query')
     const resumeFrom = parseVersion(req.headers[HEADER.lastEventId] ?? query.lastEventId)
@@ -88,12 +107,12 @@ export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
       // The client already has the final version: 204 tells EventSource to stop reconnecting.
       if (isTerminalStatus(doc.status) && resumeFrom !== undefined && resumeFrom >= doc.version) {
         watch.cancel()
-        res.writeHead(204).end()
+        writeHead(204).end()
         return
       }
       if (isHead) {
         watch.cancel()
-        res.writeHead(200, SSE_HEADERS).end()
+        writeHead(200, SSE_HEADERS).end()
         return
       }
       const stream = new SseJobStream(res, {
@@ -102,10 +121,12 @@ export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
         maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,
         highWaterBytes: config.STREAM_HIGH_WATER_BYTES,
         tenantId: principal.tenantId,
+        headers: head,
         slots,
-        connectionId: randomUUID(),
-        onWrite: deps.onStreamBytes && ((bytes) => deps.onStreamBytes!('sse', bytes)),
-        onEvent: deps.onEventDelivered && (() => deps.onEventDelivered!('sse')),
+        // Only the typed vocabulary names its connection (`connected`).
+        connectionId: query.format === 'events' ? randomUUID() : '',
+        onWrite,
+        onEvent,
       })
       stream.open(
         watch,
@@ -123,7 +144,7 @@ export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
 export function waitHandler(deps: StreamRouteDeps): EdgeHandler {
   const { config } = deps
   const waitQuerySchema = waitQuerySchemaFor(config)
-  return async ({ req, res, principal, id: rawId, query: rawQuery, path, isHead }) => {
+  return async ({ req, res, principal, id: rawId, query: rawQuery, path, isHead, writeHead }) => {
     const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
     const query = parseRequest(waitQuerySchema, rawQuery, 'query')
     // A HEAD gets at once the headers a GET would get now; it never parks, so takes no slot.
@@ -137,7 +158,7 @@ export function waitHandler(deps: StreamRouteDeps): EdgeHandler {
       // One change may answer thousands of parked waiters: its body and headers are built
       // once per document and written with one writeHead/end per waiter.
       const answer = waitAnswer(outcome.doc, outcome.kind === 'ready' || outcome.kind === 'final')
-      res.writeHead(200, answer.headers).end(answer.body)
+      writeHead(200, answer.headers).end(answer.body)
     }
     const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
     try {
