@@ -13,8 +13,7 @@ function readStat(pid: number): { ppid: number; state: string } | undefined {
   }
 }
 
-/** Every live process below `pid` (children, grandchildren, …). */
-export function descendants(pid: number): number[] {
+function childrenByParent(): Map<number, number[]> {
   const children = new Map<number, number[]>()
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
@@ -24,6 +23,17 @@ export function descendants(pid: number): number[] {
     list.push(Number(entry))
     children.set(stat.ppid, list)
   }
+  return children
+}
+
+/** The processes whose parent is `pid`. */
+export function children(pid: number): number[] {
+  return childrenByParent().get(pid) ?? []
+}
+
+/** Every live process below `pid` (children, grandchildren, …). */
+export function descendants(pid: number): number[] {
+  const children = childrenByParent()
   const found: number[] = []
   const queue = [pid]
   while (queue.length) {

@@ -9,7 +9,7 @@ import { createServer } from 'node:net'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { parseExposition, sampleValue } from '../helpers/metrics.js'
-import { descendants, isAlive } from '../helpers/processes.js'
+import { children, commandLine, isAlive } from '../helpers/processes.js'
 import { newTenant, TEST_JWT_SECRET, tokenFor } from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
 import { until } from '../helpers/ws.js'
@@ -57,8 +57,14 @@ const listeners = async () =>
     )
   ).rows.map((r) => r.pid)
 
-/** The worker processes: the primary's children that run node (not its PostgreSQL). */
-const workers = () => descendants(primary.pid!).filter((pid) => isAlive(pid))
+/**
+ * The worker processes: the primary's own children that run node. Not every child is a worker:
+ * with a cold transform cache tsx starts an esbuild service beside them.
+ */
+const workers = () =>
+  children(primary.pid!).filter(
+    (pid) => isAlive(pid) && commandLine(pid).startsWith(process.execPath),
+  )
 
 async function stream(path: string, token: string): Promise<SseClient> {
   const s = await openSse(`${base}${path}`, { headers: { authorization: `Bearer ${token}` } })
