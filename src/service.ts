@@ -23,6 +23,7 @@ import { OutageCatchUp } from './events/outage-catch-up.js'
 import type { ReadinessReport } from './http/app.js'
 import { createAuthenticator, resolveAuthKeys } from './http/auth.js'
 import { createFrontend, type FrontendDeps } from './http/frontend.js'
+import { createRedisLimits } from './http/redis-limits.js'
 import { listenHttp } from './http/server.js'
 import { RedisBridge } from './bridge/redis-bridge.js'
 import { createLogger, type Logger } from './telemetry/logger.js'
@@ -50,7 +51,8 @@ export interface RunningService {
 
 export interface ServiceOptions {
   logger?: Logger
-  /** Where rate limits and stream caps are counted (cluster mode); this process otherwise. */
+  /** Where rate limits and stream caps are counted (cluster mode); this process otherwise.
+   * Redis (LIMITS_STORE=redis) wins over it. */
   stores?: FrontendDeps['stores']
   /** The database URL to use instead of starting the embedded one (cluster workers). */
   databaseUrl?: string
@@ -121,6 +123,20 @@ export async function startService(
         ? signDevToken(keys.jwt.secret, { sub: 'dev-admin', role: 'admin' })
         : undefined
 
+    // 4b. Shared limits (LIMITS_STORE=redis, the default with REDIS_URL): request limits and
+    //     stream caps count in Redis for every instance, over the cluster's if any; they count
+    //     in this process while Redis does not answer (docs/production.md, "Scaling out").
+    const limits =
+      config.limitsStore === 'redis' && config.REDIS_URL
+        ? createRedisLimits({
+            redisUrl: config.REDIS_URL,
+            config,
+            logger: logger.child({ component: 'limits' }),
+          })
+        : undefined
+    if (limits) cleanup.push(() => limits.close())
+    await limits?.start()
+
     // 5. The event pipeline: the one event source feeds the hub — NOTIFY payloads the hub
     //    reads rows for, or whole rows from logical replication (EVENT_SOURCE,
     //    docs/production.md); after a reconnect the outage is caught up.
@@ -186,6 +202,7 @@ export async function startService(
       listener,
       replication: listener instanceof ReplicationSource ? listener.stats : undefined,
       registry,
+      limits: limits?.link,
       tenantLabel: config.METRICS_TENANT_LABEL,
     })
     registry.onChange = (kind, tenantId, delta) => metrics.streamChanged(kind, tenantId, delta)
@@ -237,6 +254,7 @@ export async function startService(
     const readiness = async (): Promise<ReadinessReport> => {
       const database = (await isDatabaseAnswering(db)) ? 'ok' : 'failing'
       const listenerCheck = listener.isConnected ? 'ok' : 'failing'
+      const redis = [bridge?.status, limits?.link.status].filter((s) => s !== undefined)
       // A pooled connection that survived the outage (or PgBouncer's) answers without a new
       // connect: a passing check is the same hint as the pool's connect.
       if (database === 'ok' && listenerCheck === 'failing') listener.retryNow()
@@ -245,7 +263,7 @@ export async function startService(
         checks: {
           database,
           listener: listenerCheck,
-          ...(bridge ? { redis: bridge.status === 'ok' ? 'ok' : 'degraded' } : {}),
+          ...(redis.length ? { redis: redis.every((s) => s === 'ok') ? 'ok' : 'degraded' } : {}),
         },
       }
     }
@@ -258,7 +276,7 @@ export async function startService(
       auth,
       metrics,
       readiness,
-      stores: options.stores,
+      stores: limits?.stores ?? options.stores,
       routers: config.livePage ? [livePageRouter({ path: config.LIVE_PAGE_PATH, devToken })] : [],
     })
     const http = await listenHttp(frontend, {

@@ -19,6 +19,8 @@ export interface Config extends Env {
   /** True when DATABASE_URL is unset: main.ts starts an embedded PostgreSQL. */
   isEmbeddedDatabase: boolean
   jwt: JwtKeyConfig
+  /** Where request limits and stream caps are counted: LIMITS_STORE, else redis with REDIS_URL. */
+  limitsStore: 'memory' | 'redis'
   corsOrigins: string[]
   /** The demo worker (with the embedded database) and the live page: on in development by default. */
   workerEnabled: boolean
@@ -74,6 +76,11 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Co
       `Invalid environment variable ${env.BRIDGE_OUTBOUND ? 'BRIDGE_OUTBOUND' : 'BRIDGE_INBOUND'}: the Redis bridge needs REDIS_URL`,
     )
   }
+  if (env.LIMITS_STORE === 'redis' && !env.REDIS_URL) {
+    throw new ConfigError(
+      'Invalid environment variable LIMITS_STORE: redis needs REDIS_URL (or leave it unset)',
+    )
+  }
   if (isProduction && env.WATCH_TOKEN_SECRET === undefined && jwt.kind !== 'secret') {
     throw new ConfigError(
       'Invalid environment variable WATCH_TOKEN_SECRET: NODE_ENV=production needs it to sign watch tokens',
@@ -85,6 +92,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Co
     isProduction,
     isEmbeddedDatabase: env.DATABASE_URL === undefined,
     jwt,
+    limitsStore: env.LIMITS_STORE ?? (env.REDIS_URL ? 'redis' : 'memory'),
     corsOrigins: env.CORS_ORIGINS.split(',')
       .map((s) => s.trim())
       .filter(Boolean),

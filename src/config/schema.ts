@@ -162,6 +162,12 @@ export const envSchema = z.object({
   MAX_STREAMS_PER_USER: int(0, 1_000_000).default(100),
   MAX_STREAMS_PER_TENANT: int(0, 10_000_000).default(10_000),
   MAX_STREAMS_PER_WATCH_JOB: int(0, 1_000_000).default(100),
+  LIMITS_STORE: z.enum(['memory', 'redis'], { error: 'expected memory or redis' }).optional(),
+  LIMITS_KEY_PREFIX: z
+    .string()
+    .regex(/^[\w:.{}-]+$/, { error: 'expected letters, digits and _ : . - { }' })
+    .default('jobwire:limits:'),
+  STREAM_SLOT_TTL_MS: int(1000, 3_600_000).default(30_000),
 
   REDIS_URL: redisUrl.optional(),
   BRIDGE_OUTBOUND: bool.default(false),

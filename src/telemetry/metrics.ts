@@ -58,6 +58,12 @@ export interface ReplicationStatsSource {
   readonly confirmedLsn: bigint
 }
 
+/** The shared limits' Redis connection (src/http/redis-link.ts RedisLink fits it). */
+export interface LimitsSource {
+  readonly isReady: boolean
+  readonly fallbacks: { readonly rateLimit: number; readonly streamSlots: number }
+}
+
 /** src/transports/stream-registry.ts fits it. */
 export interface StreamSource {
   countByKind(kind: Transport): number
@@ -69,6 +75,8 @@ export interface MetricsOptions {
   /** With EVENT_SOURCE=replication: the stream's counters. */
   replication?: ReplicationStatsSource
   registry: StreamSource
+  /** With LIMITS_STORE=redis: the connection the limits are shared through. */
+  limits?: LimitsSource
   /** Break open streams down by tenant (METRICS_TENANT_LABEL). */
   tenantLabel: boolean
   /** How many tenants get their own label value per transport; the rest are "other". */
@@ -255,6 +263,29 @@ export function createMetrics(options: MetricsOptions): Metrics {
       collect() {
         const lag = replication.serverLsn - replication.confirmedLsn
         this.set(replication.confirmedLsn > 0n && lag > 0n ? Number(lag) : 0)
+      },
+    })
+  }
+
+  const limits = options.limits
+  if (limits) {
+    new Gauge({
+      name: 'jobwire_limits_redis_connected',
+      help: '1 while the rate limits and stream caps are shared through Redis, 0 while they count in this process',
+      registers: [registry],
+      collect() {
+        this.set(limits.isReady ? 1 : 0)
+      },
+    })
+    new Counter({
+      name: 'jobwire_limits_fallbacks_total',
+      help: 'Rate-limit and stream-cap checks made in this process because Redis did not answer, by store',
+      labelNames: ['store'],
+      registers: [registry],
+      collect() {
+        this.reset()
+        this.inc({ store: 'rate_limit' }, limits.fallbacks.rateLimit)
+        this.inc({ store: 'stream_slots' }, limits.fallbacks.streamSlots)
       },
     })
   }

@@ -138,6 +138,9 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
     ['WORKER_ENABLED', '2'],
     ['DB_POOL_MAX', '0'],
     ['REDIS_URL', 'localhost:6379'],
+    ['LIMITS_STORE', 'postgres'],
+    ['LIMITS_KEY_PREFIX', 'my limits'],
+    ['STREAM_SLOT_TTL_MS', '500'],
     ['LIVE_PAGE_PATH', 'live'],
     ['BODY_LIMIT_BYTES', '10'],
     ['TRUST_PROXY', 'nginx'],
@@ -251,6 +254,18 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
     expect(refusal({ BRIDGE_OUTBOUND: 'true' }).message).toMatch(
       /^Invalid environment variable BRIDGE_OUTBOUND: .*REDIS_URL/,
     )
+    expect(refusal({ LIMITS_STORE: 'redis' }).message).toMatch(
+      /^Invalid environment variable LIMITS_STORE: redis needs REDIS_URL/,
+    )
+  })
+
+  it('shares the limits through Redis whenever REDIS_URL is set, unless LIMITS_STORE=memory', () => {
+    const redis = { REDIS_URL: 'redis://127.0.0.1:6379' }
+    expect(loadConfig({}).limitsStore).toBe('memory')
+    expect(loadConfig(redis).limitsStore).toBe('redis')
+    expect(loadConfig({ ...redis, BRIDGE_OUTBOUND: 'true' }).limitsStore).toBe('redis')
+    expect(loadConfig({ ...redis, LIMITS_STORE: 'memory' }).limitsStore).toBe('memory')
+    expect(loadConfig({ ...redis, LIMITS_STORE: 'redis' }).limitsStore).toBe('redis')
   })
 })
 
