@@ -1,5 +1,5 @@
 // RFC 6902 patches between job documents. Every patch starts with a `test` of /version so
-// a client that applies it to the wrong base fails loudly instead of drifting (SPEC §7).
+// a client that applies it to the wrong base fails loudly instead of drifting (docs/contract.md §7).
 import fastJsonPatch from 'fast-json-patch'
 import type { Operation } from 'fast-json-patch'
 import type { JobDocument } from '../protocol/job.js'

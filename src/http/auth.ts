@@ -1,7 +1,7 @@
 // Owns authentication: user JWTs through passport-jwt (HS*, RS*/ES* public key or JWKS,
 // explicit algorithm allow-list, issuer and audience) and jobwire's own watch tokens
 // (HS256 share links scoped to one job, read-only). Keys become KeyObjects once, at
-// start-up: jsonwebtoken given a string secret tries it as a PEM on every call (BENCH.md).
+// start-up: jsonwebtoken given a string secret tries it as a PEM on every call (bench/TARGETS.md, "Floors measured on this machine").
 import { createPublicKey, createSecretKey, hkdfSync, type KeyObject } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import jwt from 'jsonwebtoken'

@@ -1,4 +1,4 @@
-// A parked long-poll request (SPEC §8): answers as soon as its condition holds — a version
+// A parked long-poll request (docs/contract.md §8): answers as soon as its condition holds — a version
 // newer than `since`, or a terminal status — or with the current document on time-out.
 // Parking costs no query: the waiter is woken by the same hub changes as the streams.
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'

@@ -1,4 +1,4 @@
-// One job as a Server-Sent Events stream (SPEC §7). Receives an already-authorised watch:
+// One job as a Server-Sent Events stream (docs/contract.md §7). Receives an already-authorised watch:
 // the route registered it before the authorising read, so nothing committed meanwhile is
 // missed. Promises:
 //   * snapshot first (or one patch from Last-Event-ID when the server still has that

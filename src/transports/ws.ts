@@ -1,4 +1,4 @@
-// One WebSocket connection as a multiplexed stream (SPEC §9): a Multiplexer over a sink
+// One WebSocket connection as a multiplexed stream (docs/contract.md §9): a Multiplexer over a sink
 // that sends JSON text messages. Backpressure uses ws's public API: when bufferedAmount
 // passes the high-water mark the connection is congested; the send callbacks tell when the
 // kernel took the bytes, and once below the mark every dirty job gets one merged patch.

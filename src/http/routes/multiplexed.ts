@@ -181,7 +181,7 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
       throw first.error
     }
     // Every visible job has ended and the client has seen each final version: 204 tells
-    // EventSource to stop reconnecting, as on a single job's stream (SPEC §7).
+    // EventSource to stop reconnecting, as on a single job's stream (docs/contract.md §7).
     const isAllSeen = ok.every(({ watch }) => {
       const doc = watch.state.current!
       return isTerminalStatus(doc.status) && (positions.get(doc.id) ?? 0) >= doc.version
