@@ -22,6 +22,8 @@ import { bullmqScenario } from './scenarios/bullmq.js'
 import { slowClientScenario } from './scenarios/slow-client.js'
 import { multiScenario } from './scenarios/multi.js'
 import { replicationScenario } from './scenarios/replication.js'
+import { clusterScenario } from './scenarios/cluster.js'
+import { wsMemoryScenario } from './scenarios/ws-memory.js'
 
 const WANTED_NOFILE = 65_536
 /** The whole run must stay under 10 minutes; a scenario that hangs is cut off here. */
@@ -35,6 +37,7 @@ interface Scenario {
 const SCENARIOS: Record<string, Scenario> = {
   latency: { targets: [1], run: latencyScenario },
   fanout: { targets: [2, 3], run: fanoutScenario },
+  'ws-memory': { targets: [3], run: wsMemoryScenario },
   idle: { targets: [4], run: idleScenario },
   longpoll: { targets: [5], run: longPollScenario },
   get: { targets: [6], run: getScenario },
@@ -44,6 +47,7 @@ const SCENARIOS: Record<string, Scenario> = {
   polling: { targets: [10], run: pollingScenario },
   authz: { targets: [11], run: authzScenario },
   bullmq: { targets: [12], run: bullmqScenario },
+  cluster: { targets: [13], run: clusterScenario },
   replication: { targets: [14], run: replicationScenario },
 }
 const ALIASES: Record<string, string> = { memory: 'fanout' }

@@ -5,26 +5,7 @@
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { nowMs, serve } from '../lib/child.js'
-
-const DOC = {
-  id: '00000000-0000-4000-8000-000000000000',
-  type: 'bench',
-  status: 'running',
-  progress: 0,
-  step: 'seeded',
-  eta_seconds: null,
-  result: null,
-  error: null,
-  last_error: null,
-  attempts: 0,
-  max_attempts: 3,
-  cancel_requested: false,
-  version: 1,
-  created_at: new Date().toISOString(),
-  updated_at: new Date().toISOString(),
-  started_at: new Date().toISOString(),
-  completed_at: null,
-}
+import { BENCH_DOCUMENT as DOC } from './bench-document.js'
 
 const clients = new Set<ServerResponse>()
 let version = 1

@@ -4,16 +4,51 @@
 // Origin for jobwire: just before the writer sends the UPDATE (so it includes commit,
 // NOTIFY, the hub's read and the fan-out); for the floor: just before the first write().
 // Each side runs one uncounted warm-up round, then the median of 5.
-import { sleep } from '../lib/child.js'
-import type { Context } from '../lib/context.js'
+import { sleep, type BenchChild } from '../lib/child.js'
+import type { Context, ServerChild } from '../lib/context.js'
 import { waitForServer } from '../lib/context.js'
-import { seedJobs } from '../lib/database.js'
+import { currentVersions, seedJobs, type BenchDatabase } from '../lib/database.js'
 import { SseClientGroup } from '../lib/groups.js'
 import { median, round, summarize } from '../lib/stats.js'
 import { fmtMs, fmtNum, fmtRatio, verdict } from '../lib/table.js'
 import { FANOUT_ROUNDS, FANOUT_WARMUP_ROUNDS, fanoutFloor } from './fanout-floor.js'
 
 export const CLIENT_PROCESSES = 4
+
+/**
+ * The timed rounds on open streams: one UPDATE per round, the time until the last client has
+ * the new version (from just before the writer sends it). With `server`, the hub reads per round.
+ */
+export async function fanoutRounds(
+  db: BenchDatabase,
+  clients: SseClientGroup,
+  writer: BenchChild,
+  job: string,
+  server?: ServerChild,
+): Promise<{ roundsMs: number[]; fetchesPerRound: number[] }> {
+  const roundsMs: number[] = []
+  const fetchesPerRound: number[] = []
+  const fetches = async () => (await server?.call<{ fetches: number }>('stats'))?.fetches ?? 0
+  let version = (await currentVersions(db, [job])).get(job)!
+  for (let r = -FANOUT_WARMUP_ROUNDS; r < FANOUT_ROUNDS; r++) {
+    await clients.arm(++version, job)
+    const before = await fetches()
+    const w = await writer.call<{ sendT: number; versions: Record<string, number> }>('once', {
+      jobs: [job],
+    })
+    if (w.versions[job] !== version) throw new Error(`expected version ${version}`)
+    const got = await clients.collect(15_000)
+    if (got.reached < got.total)
+      throw new Error(`round ${r}: ${got.reached}/${got.total} clients got version ${version}`)
+    const after = await fetches()
+    if (r >= 0) {
+      roundsMs.push(Math.max(...got.times) - w.sendT)
+      fetchesPerRound.push(after - before)
+    }
+    await sleep(300)
+  }
+  return { roundsMs, fetchesPerRound }
+}
 
 export async function fanoutScenario(ctx: Context): Promise<void> {
   const n = ctx.n(10_000, 10)
@@ -40,26 +75,7 @@ export async function fanoutScenario(ctx: Context): Promise<void> {
     const rssFullKiB = server.rssKiB()
     const rssPerConnKiB = (rssFullKiB - rssEmptyKiB) / n
 
-    const roundsMs: number[] = []
-    const fetchesPerRound: number[] = []
-    let version = 1
-    for (let r = -FANOUT_WARMUP_ROUNDS; r < FANOUT_ROUNDS; r++) {
-      await clients.arm(++version, job)
-      const before = await server.call<{ fetches: number }>('stats')
-      const w = await writer.call<{ sendT: number; versions: Record<string, number> }>('once', {
-        jobs: [job],
-      })
-      if (w.versions[job!] !== version) throw new Error(`expected version ${version}`)
-      const got = await clients.collect(15_000)
-      if (got.reached < got.total)
-        throw new Error(`round ${r}: ${got.reached}/${got.total} clients got version ${version}`)
-      const after = await server.call<{ fetches: number }>('stats')
-      if (r >= 0) {
-        roundsMs.push(Math.max(...got.times) - w.sendT)
-        fetchesPerRound.push(after.fetches - before.fetches)
-      }
-      await sleep(300)
-    }
+    const { roundsMs, fetchesPerRound } = await fanoutRounds(ctx.db, clients, writer, job!, server)
     const stats = await clients.stats()
     const lastMs = median(roundsMs)
     ctx.raw.fanout = {

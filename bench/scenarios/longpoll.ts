@@ -5,7 +5,7 @@
 // (one commit, 100 NOTIFYs) and we time "just before the UPDATE is sent" → "the last waiter
 // has its full answer parsed". Compared with the 10k bare-socket fan-out floor of this run.
 import { sleep } from '../lib/child.js'
-import { waitForServer, type Context } from '../lib/context.js'
+import { waitForServer, type Context, type Scope, type ServerInfo } from '../lib/context.js'
 import {
   countTransactions,
   currentVersions,
@@ -23,6 +23,40 @@ const JOBS = 100
 const PARKED_WINDOW_MS = 5000
 const SWEEP_INTERVAL_MS = 30_000
 
+/**
+ * The bare long-poll floor of this run: the same client processes park the same requests on
+ * bench/floors/bare-longpoll-server.ts, which answers them all at once; "first end() call" →
+ * "the last client parsed its answer".
+ */
+async function bareLongPollFloor(
+  ctx: Context,
+  scope: Scope,
+  targets: Array<{ job: string; since: number }>,
+): Promise<{ waiters: number; lastMs: number; p50Ms: number; answerLoopMs: number }> {
+  const [server, polls] = await Promise.all([
+    scope.start<ServerInfo>('floors/bare-longpoll-server.ts', { name: 'bare-longpoll-server' }),
+    LongPollGroup.start(scope, CLIENT_PROCESSES),
+  ])
+  await polls.park(server.info.url, ctx.token, targets, 120)
+  const deadline = Date.now() + 30_000
+  while ((await server.call<number>('count')) < targets.length) {
+    if (Date.now() > deadline) throw new Error('the bare long-poll floor never parked everyone')
+    await sleep(50)
+  }
+  await sleep(500)
+  const b = await server.call<{ t0: number; t1: number }>('broadcast')
+  const got = await polls.collect(20_000)
+  if (got.answered < got.total || got.changed < got.total)
+    throw new Error(`bare long-poll floor: ${got.changed}/${got.total} answered with a change`)
+  const times = got.times.map((t) => t - b.t0).sort((x, y) => x - y)
+  return {
+    waiters: targets.length,
+    lastMs: times[times.length - 1]!,
+    p50Ms: percentile(times, 50),
+    answerLoopMs: b.t1 - b.t0,
+  }
+}
+
 export async function longPollScenario(ctx: Context): Promise<void> {
   const total = ctx.n(10_000, JOBS)
   await ctx.scoped(async (scope) => {
@@ -32,6 +66,11 @@ export async function longPollScenario(ctx: Context): Promise<void> {
     )
     const jobs = await seedJobs(ctx.db, ctx.tenantId, JOBS)
     const versions = await currentVersions(ctx.db, jobs)
+    const targets = Array.from({ length: total }, (_, i) => {
+      const job = jobs[i % JOBS]!
+      return { job, since: versions.get(job)! }
+    })
+    const bare = await ctx.scoped((floorScope) => bareLongPollFloor(ctx, floorScope, targets))
     const server = await ctx.startServer(scope, {
       SWEEP_INTERVAL_MS: String(SWEEP_INTERVAL_MS),
       LEASE_REAPER_INTERVAL_MS: '0', // a worker feature: one query per 10 s, watchers or not
@@ -42,15 +81,7 @@ export async function longPollScenario(ctx: Context): Promise<void> {
     ])
     await writer.call('connect', { url: ctx.db.url, connections: 1 })
     const readHub = () => server.call<ServerStats>('stats')
-    await polls.park(
-      server.info.url,
-      ctx.token,
-      Array.from({ length: total }, (_, i) => {
-        const job = jobs[i % JOBS]!
-        return { job, since: versions.get(job)! }
-      }),
-      120,
-    )
+    await polls.park(server.info.url, ctx.token, targets, 120)
     const ready = await waitForServer(server, (s) => s.watchers >= total, 30_000)
     if (ready.watchers < total) throw new Error(`only ${ready.watchers}/${total} waiters parked`)
     const hub0 = await readHub()
@@ -83,6 +114,7 @@ export async function longPollScenario(ctx: Context): Promise<void> {
       parkedTransactions: parked.transactions,
       parkedWindowMs: PARKED_WINDOW_MS,
       floor,
+      bareLongPollFloor: bare,
     }
     const ratio = lastMs / floor.lastMs
     ctx.rows.push({
@@ -93,6 +125,15 @@ export async function longPollScenario(ctx: Context): Promise<void> {
       ratio: fmtRatio(ratio),
       target: '≤ 1.5 ×',
       verdict: verdict(ratio <= 1.5),
+    })
+    ctx.rows.push({
+      n: 5,
+      metric: `the same against answering ${total.toLocaleString('en-US')} parked requests on bare node:http (that floor is ${fmtRatio(bare.lastMs / floor.lastMs)} the fan-out floor)`,
+      jobwire: fmtMs(lastMs),
+      floor: `${fmtMs(bare.lastMs)} bare node:http long-poll`,
+      ratio: fmtRatio(lastMs / bare.lastMs),
+      target: '— (what the protocol costs, for reading the row above)',
+      verdict: 'info',
     })
     ctx.rows.push({
       n: 5,

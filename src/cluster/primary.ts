@@ -29,7 +29,20 @@ const RESPAWN_DELAY_MAX_MS = 30_000
 /** Beyond SHUTDOWN_TIMEOUT_MS, how long a stopping worker gets before it is killed. */
 const KILL_AFTER_MS = 5000
 
-export async function runPrimary(config: Readonly<Config>): Promise<void> {
+export interface PrimaryOptions {
+  /** Stop on SIGTERM/SIGINT and exit (default). An embedder (the bench) calls stop() itself. */
+  handleSignals?: boolean
+}
+
+export interface RunningPrimary {
+  /** Drains and stops every worker, then the embedded database; the same promise each call. */
+  stop(): Promise<void>
+}
+
+export async function runPrimary(
+  config: Readonly<Config>,
+  options: PrimaryOptions = {},
+): Promise<RunningPrimary> {
   const logger = createLogger({ level: config.LOG_LEVEL, pretty: config.logPretty }).child({
     component: 'cluster',
   })
@@ -94,23 +107,32 @@ export async function runPrimary(config: Readonly<Config>): Promise<void> {
     }
     for (let i = 0; i < config.webConcurrency; i++) fork()
 
-    let signals = 0
-    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-      process.on(signal, () => {
-        if (++signals > 1) process.exit(1) // a second Ctrl-C does not wait
-        isStopping = true
+    let stopping: Promise<void> | undefined
+    const stop = () => {
+      isStopping = true
+      stopping ??= (async () => {
         logger.info('shutting down the workers')
-        void stopWorkers(Object.values(cluster.workers ?? {}), config.SHUTDOWN_TIMEOUT_MS)
-          .then(() => embedded?.stop())
-          .then(
+        await stopWorkers(Object.values(cluster.workers ?? {}), config.SHUTDOWN_TIMEOUT_MS)
+        await embedded?.stop()
+      })()
+      return stopping
+    }
+    if (options.handleSignals ?? true) {
+      let signals = 0
+      for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+        process.on(signal, () => {
+          if (++signals > 1) process.exit(1) // a second Ctrl-C does not wait
+          stop().then(
             () => process.exit(0),
             (error: unknown) => {
               logger.error({ err: error }, 'shutdown failed')
               process.exit(1)
             },
           )
-      })
+        })
+      }
     }
+    return { stop }
   } catch (error) {
     await embedded?.stop().catch(() => undefined)
     throw error
