@@ -15,10 +15,8 @@ import { startEmbeddedPostgres } from './dev/embedded-postgres.js'
 import { livePageRouter } from './dev/live-page.js'
 import { toJobDocument } from './events/document.js'
 import { Hub } from './events/hub.js'
-import { Listener } from './events/listener.js'
-import { REPLICATION_APPLICATION_NAME, ReplicationSource } from './events/replication-source.js'
-import { releaseNotifySwitch, turnNotifyOn, updateNotifySwitch } from './db/notify-switch.js'
-import { assertReplicationReady } from './db/replication-checks.js'
+import { createEventSource, type EventSource } from './events/event-source.js'
+import { ReplicationSource } from './events/replication-source.js'
 import { OutageCatchUp } from './events/outage-catch-up.js'
 import type { ReadinessReport } from './http/app.js'
 import { createAuthenticator, resolveAuthKeys } from './http/auth.js'
@@ -42,7 +40,7 @@ export interface RunningService {
   logger: Logger
   hub: Hub
   /** The event source: the LISTEN connection, or the replication stream (EVENT_SOURCE). */
-  listener: Listener | ReplicationSource
+  listener: EventSource
   registry: StreamRegistry
   bridge: RedisBridge | undefined
   /** Graceful stop, bounded by SHUTDOWN_TIMEOUT_MS. Idempotent. */
@@ -159,40 +157,14 @@ export async function startService(
       fetchChangedSince: async (tenants, since, limit) =>
         (await fetchJobsChangedSince(db, tenants, since, limit)).map(toFetched),
     })
-    const sourceOptions = {
+    const listener = await createEventSource({
+      config,
       connectionString: config.LISTEN_DATABASE_URL ?? databaseUrl,
-      reconnectMinMs: config.LISTENER_RECONNECT_MIN_MS,
-      reconnectMaxMs: config.LISTENER_RECONNECT_MAX_MS,
-      onDisconnected: () => catchUp.disconnected(),
-      onConnected: ({ isReconnect }: { isReconnect: boolean }) => {
-        if (isReconnect) catchUp.reconnected()
-      },
-    }
-    if (config.EVENT_SOURCE === 'replication')
-      await assertReplicationReady(sourceOptions.connectionString, logger)
-    const listener =
-      config.EVENT_SOURCE === 'replication'
-        ? new ReplicationSource({
-            ...sourceOptions,
-            logger: logger.child({ component: 'replication' }),
-            onRow: (id, row, ts) => hub.handleRow(id, row, { ts }),
-            onNotification: (notification) => hub.handleNotification(notification),
-            notifySwitch: {
-              update: () => updateNotifySwitch(db),
-              release: (pid) => releaseNotifySwitch(db, REPLICATION_APPLICATION_NAME, pid),
-            },
-          })
-        : new Listener({
-            ...sourceOptions,
-            logger: logger.child({ component: 'listener' }),
-            onNotification: (payload) => hub.handlePayload(payload),
-            afterListen: async (client) => {
-              if ((await turnNotifyOn(client)) === 'not-permitted')
-                logger.warn(
-                  'this login may not turn NOTIFY on (UPDATE on jobwire_event_source); replicating instances will within 5 s',
-                )
-            },
-          })
+      db,
+      hub,
+      catchUp,
+      logger,
+    })
     // The database answers the pool again: the listener need not wait out its backoff.
     pool.on('connect', () => listener.retryNow())
     // The stream registry and the metrics exist before the first notification can arrive.
