@@ -16,12 +16,18 @@ export interface WriteRecord {
   ackT: number
 }
 
-async function connect(args: { url: string; connections: number }) {
+/**
+ * `synchronousCommit: 'off'` sets the session's synchronous_commit: a commit returns before its
+ * WAL is flushed (a crash may lose the last ~600 ms of commits, never consistency), the
+ * durability of a Redis without persistence.
+ */
+async function connect(args: { url: string; connections: number; synchronousCommit?: 'off' }) {
   await Promise.all(clients.map((c) => c.end()))
   clients = await Promise.all(
     Array.from({ length: args.connections }, async () => {
       const c = new pg.Client({ connectionString: args.url, application_name: 'jobwire-bench' })
       await c.connect()
+      if (args.synchronousCommit) await c.query(`SET synchronous_commit = off`)
       c.on('error', () => undefined)
       return c
     }),
