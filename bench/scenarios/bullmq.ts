@@ -13,6 +13,7 @@ import { SseClientGroup, type Target } from '../lib/groups.js'
 import { summarize } from '../lib/stats.js'
 import { fmtMs, fmtNum, fmtRatio, verdict } from '../lib/table.js'
 import type { BenchChild } from '../lib/child.js'
+import type { WriteRecord } from '../clients/writer.js'
 
 const JOBS = 20
 const RATE_PER_SEC = 100
@@ -61,19 +62,34 @@ export async function bullmqScenario(ctx: Context): Promise<void> {
     // jobwire: the writer as a worker writes by default, then with synchronous_commit=off (the
     // durability of the Redis peer, which runs without persistence)
     const jobs = await seedJobs(ctx.db, ctx.tenantId, JOBS)
-    const [server, writer] = await Promise.all([
+    const [server, writer, raw] = await Promise.all([
       ctx.startServer(scope),
       scope.start('clients/writer.ts', { name: 'writer' }),
+      scope.start('floors/raw-listen.ts', { name: 'raw-listen' }),
     ])
+    await raw.call('listen', { url: ctx.db.url })
+    // PostgreSQL's own part of the path: the writer's send → a bare LISTEN client has the
+    // NOTIFY (raw LISTEN floor), for the same writes.
     const jobwireRun = async (synchronousCommit?: 'off') => {
       await writer.call('connect', { url: ctx.db.url, connections: 4, synchronousCommit })
-      return measure(server, targetsFor(jobs), () =>
-        writer.call(
+      await raw.call('collect', { reset: true })
+      let records: WriteRecord[] = []
+      const result = await measure(server, targetsFor(jobs), async () => {
+        const w = await writer.call<{ records: WriteRecord[] }>(
           'run',
           { jobs, ratePerSec: RATE_PER_SEC, durationMs: DURATION_MS },
           DURATION_MS + 60_000,
-        ),
-      )
+        )
+        records = w.records
+        return { ...w, records: undefined }
+      })
+      const sent = new Map(records.map((r) => [`${r.job}:${r.version}`, r.sendT]))
+      const received = await raw.call<Array<[string, number, number]>>('collect', { reset: true })
+      const rawListen = received.flatMap(([job, version, t]) => {
+        const sendT = sent.get(`${job}:${version}`)
+        return sendT === undefined ? [] : [t - sendT]
+      })
+      return { ...result, rawListen: summarize(rawListen) }
     }
     const jobwire = await jobwireRun()
     const jobwireAsync = await jobwireRun('off')
@@ -116,6 +132,15 @@ export async function bullmqScenario(ctx: Context): Promise<void> {
       ratio: fmtRatio(jobwire.latency.p50 / bull.latency.p50),
       target: '≤ 1 ×',
       verdict: verdict(jobwire.latency.p50 <= bull.latency.p50 && jobwire.errors === 0),
+    })
+    ctx.rows.push({
+      n: 12,
+      metric: `same writes: send → a bare LISTEN client has the NOTIFY (PostgreSQL's own part of jobwire's path; p99 ${fmtMs(jobwire.rawListen.p99)})`,
+      jobwire: fmtMs(jobwire.latency.p50),
+      floor: `${fmtMs(jobwire.rawListen.p50)} raw LISTEN`,
+      ratio: fmtRatio(jobwire.latency.p50 / jobwire.rawListen.p50),
+      target: '— (for reading the row above)',
+      verdict: 'info',
     })
     ctx.rows.push({
       n: 12,
