@@ -89,7 +89,7 @@ export async function startService(
       embeddedDataDir = embedded.dataDir
     }
 
-    // 2. Migrations (node-pg-migrate; an advisory lock makes concurrent start-ups safe), over
+    // 2. Migrations (node-pg-migrate; a second instance waits for the first one's lock), over
     //    the session URL: the lock cannot live behind a transaction-mode pooler.
     if (config.MIGRATE_ON_START)
       await runMigrations(config.LISTEN_DATABASE_URL ?? databaseUrl, logger)
