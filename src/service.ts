@@ -250,7 +250,16 @@ export async function startService(
       cleanup.push(() => demo.stop({ graceMs: 2000 }))
     }
 
-    // 8. HTTP: the edge serves the hot routes, express the rest.
+    // 8. HTTP: the edge serves the hot routes, express the rest; the compatibility routes
+    //    (COMPAT_ROUTES, docs/compat.md) ride on both.
+    if (config.COMPAT_ROUTES.length > 0)
+      logger.info({ sections: config.COMPAT_ROUTES }, 'compatibility routes are on')
+    if (config.COMPAT_ANONYMOUS_READ)
+      logger.warn(
+        config.COMPAT_ROUTES.includes('jobs')
+          ? 'COMPAT_ANONYMOUS_READ is on: GET /jobs/{id} reads a job by its UUID without any token'
+          : 'COMPAT_ANONYMOUS_READ is on but COMPAT_ROUTES has no jobs section: it opens nothing',
+      )
     const readiness = async (): Promise<ReadinessReport> => {
       const database = (await isDatabaseAnswering(db)) ? 'ok' : 'failing'
       const listenerCheck = listener.isConnected ? 'ok' : 'failing'
