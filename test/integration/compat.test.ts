@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import fastJsonPatch from 'fast-json-patch'
 import pg from 'pg'
+import { createLogger } from '../../src/telemetry/logger.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
@@ -379,11 +380,22 @@ describe('every compatibility route', () => {
 
 describe('COMPAT_ANONYMOUS_READ=true', () => {
   it('reads one job by its UUID without a token on the jobs routes, and opens nothing else', async () => {
-    const anonymous = await startTestService(database.url, {
-      COMPAT_ROUTES: 'jobs,api-jobs',
-      COMPAT_ANONYMOUS_READ: 'true',
+    const raw: string[] = []
+    const logger = createLogger({
+      level: 'info',
+      pretty: false,
+      destination: { write: (line: string) => void raw.push(line) },
     })
+    const anonymous = await startTestService(
+      database.url,
+      { COMPAT_ROUTES: 'jobs,api-jobs', COMPAT_ANONYMOUS_READ: 'true' },
+      { logger },
+    )
     try {
+      const lines = () => raw.map((line) => JSON.parse(line) as Record<string, unknown>)
+      expect(lines()).toContainEqual(
+        expect.objectContaining({ level: 40, msg: expect.stringMatching(/COMPAT_ANONYMOUS_READ/) }),
+      )
       const t = newTenant()
       const job = await createJob(anonymous, t.alice)
       const read = await getJson(`/jobs/${job.id}`, undefined, anonymous)
@@ -404,7 +416,17 @@ describe('COMPAT_ANONYMOUS_READ=true', () => {
       const cancel = await anonymous.fetch(`/v1/jobs/${job.id}/cancel`, { method: 'POST' })
       expect(cancel.status).toBe(401)
       // A bad token is still refused, not read as anonymous.
-      expect((await anonymous.fetch(`/jobs/${job.id}?token=garbage`)).status).toBe(401)
+      const bad = await anonymous.fetch(`/jobs/${job.id}?token=garbage-token`)
+      expect(bad.status).toBe(401)
+      // Its log line names the compat route and never the token.
+      const id = bad.headers.get('x-request-id')!
+      await until(
+        () => lines().some((l) => (l.req as { id?: string } | undefined)?.id === id && 'res' in l),
+        'the request log line',
+      )
+      const line = lines().find((l) => (l.req as { id?: string } | undefined)?.id === id)!
+      expect(line.route).toBe('/jobs/:id')
+      expect(JSON.stringify(line)).not.toContain('garbage-token')
     } finally {
       await anonymous.close()
     }
