@@ -231,10 +231,14 @@ export function createEdge(options: EdgeOptions): Edge {
     trace.clientAddress = clientAddressOf(req, options.trustProxy)
     const head = [...securityHead, HEADER.requestId, trace.id]
     try {
-      const id = rawId === undefined ? undefined : decodeSegment(rawId)
+      // The id is decoded after admission (a 401 before a 400), unless it is the credential.
       const { principal, rateHeaders } =
-        route.anonymous && id !== undefined && !carriesToken(req, route.tokenSource)
-          ? await admitter.admitAnonymous(id, route.anonymous, trace.clientAddress)
+        route.anonymous && rawId !== undefined && !carriesToken(req, route.tokenSource)
+          ? await admitter.admitAnonymous(
+              decodeSegment(rawId),
+              route.anonymous,
+              trace.clientAddress,
+            )
           : await admitter.admit(req, route.tokenSource, trace.clientAddress)
       trace.principal = principal
       for (const [name, value] of rateHeaders) head.push(name, value)
@@ -242,7 +246,7 @@ export function createEdge(options: EdgeOptions): Edge {
         req,
         res,
         principal,
-        id,
+        id: rawId === undefined ? undefined : decodeSegment(rawId),
         query,
         path,
         isHead: req.method === 'HEAD',
@@ -288,13 +292,12 @@ export function createEdge(options: EdgeOptions): Edge {
     let principal: Principal
     let jobId: string | undefined
     try {
-      const id = single ? decodeSegment(single[1]!) : undefined
       ;({ principal } =
-        anonymous && id !== undefined && !carriesToken(req, 'header-or-query')
-          ? await admitter.admitAnonymous(id, anonymous, trace.clientAddress)
+        anonymous && single && !carriesToken(req, 'header-or-query')
+          ? await admitter.admitAnonymous(decodeSegment(single[1]!), anonymous, trace.clientAddress)
           : await admitter.admit(req, 'header-or-query', trace.clientAddress))
       trace.principal = principal
-      if (id !== undefined) jobId = options.parseJobId(id)
+      if (single) jobId = options.parseJobId(decodeSegment(single[1]!))
     } catch (error) {
       return refuse(asAppError(error) ?? new ValidationError('Bad WebSocket request.'))
     }
