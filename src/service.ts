@@ -87,7 +87,7 @@ export async function startService(
       embeddedDataDir = embedded.dataDir
     }
 
-    // 2. Migrations (node-pg-migrate; an advisory lock makes concurrent start-ups safe), over
+    // 2. Migrations (node-pg-migrate; a second instance waits for the first one's lock), over
     //    the session URL: the lock cannot live behind a transaction-mode pooler.
     if (config.MIGRATE_ON_START)
       await runMigrations(config.LISTEN_DATABASE_URL ?? databaseUrl, logger)
@@ -222,7 +222,16 @@ export async function startService(
       cleanup.push(() => demo.stop({ graceMs: 2000 }))
     }
 
-    // 8. HTTP: the edge serves the hot routes, express the rest.
+    // 8. HTTP: the edge serves the hot routes, express the rest; the compatibility routes
+    //    (COMPAT_ROUTES, docs/compat.md) ride on both.
+    if (config.COMPAT_ROUTES.length > 0)
+      logger.info({ sections: config.COMPAT_ROUTES }, 'compatibility routes are on')
+    if (config.COMPAT_ANONYMOUS_READ)
+      logger.warn(
+        config.COMPAT_ROUTES.includes('jobs')
+          ? 'COMPAT_ANONYMOUS_READ is on: GET /jobs/{id} reads a job by its UUID without any token'
+          : 'COMPAT_ANONYMOUS_READ is on but COMPAT_ROUTES has no jobs section: it opens nothing',
+      )
     const readiness = async (): Promise<ReadinessReport> => {
       const database = (await isDatabaseAnswering(db)) ? 'ok' : 'failing'
       const listenerCheck = listener.isConnected ? 'ok' : 'failing'

@@ -2,6 +2,7 @@
 // .env.example mirrors this file (a unit test keeps the two in step).
 import proxyAddr from 'proxy-addr'
 import { z } from 'zod'
+import { COMPAT_SECTIONS, type CompatSection } from '../protocol/compat.js'
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'], {
@@ -64,6 +65,24 @@ const trustProxy = z.string().refine(
 )
 
 const claimName = z.string().regex(/^[\w:/.-]+$/, { error: 'expected a claim name' })
+
+/** `all`, or a comma list of COMPAT_SECTIONS (docs/compat.md); empty: no compat route. */
+const compatRoutes = z.string().transform((v, ctx) => {
+  const names = v
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean)
+  if (names.includes('all')) return [...COMPAT_SECTIONS]
+  const unknown = names.filter((n) => !(COMPAT_SECTIONS as readonly string[]).includes(n))
+  if (unknown.length > 0) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `unknown section ${unknown.map((n) => JSON.stringify(n)).join(', ')}; expected all or a list of ${COMPAT_SECTIONS.join(', ')}`,
+    })
+    return z.NEVER
+  }
+  return [...new Set(names)] as CompatSection[]
+})
 
 export const JWT_ALGORITHMS = [
   'HS256',
@@ -182,6 +201,9 @@ export const envSchema = z.object({
   METRICS_TOKEN: z.string().min(16, { error: 'must be at least 16 characters' }).optional(),
   METRICS_TENANT_LABEL: bool.default(false),
   LIVE_PAGE: bool.optional(),
+
+  COMPAT_ROUTES: compatRoutes.default([]),
+  COMPAT_ANONYMOUS_READ: bool.default(false),
   LIVE_PAGE_PATH: z
     .string()
     .regex(/^\/[\w\-/]*$/, { error: 'expected a path starting with /' })

@@ -25,6 +25,16 @@ export interface Admitter {
     source: TokenSource,
     clientAddress: string | undefined,
   ): Promise<Admission>
+  /**
+   * A request without any token on a route that serves one job by its UUID alone
+   * (COMPAT_ANONYMOUS_READ): counted against its client address, then `resolve` says who it
+   * acts for (it throws a 400 or a 404 like any read).
+   */
+  admitAnonymous(
+    jobId: string,
+    resolve: (jobId: string) => Promise<Principal>,
+    clientAddress: string | undefined,
+  ): Promise<Admission>
 }
 
 export function createAdmitter(auth: Authenticator, limits: RateLimits): Admitter {
@@ -40,6 +50,10 @@ export function createAdmitter(auth: Authenticator, limits: RateLimits): Admitte
         throw error
       }
       return { principal, rateHeaders: await limits.admit(principal, clientAddress) }
+    },
+    async admitAnonymous(jobId, resolve, clientAddress) {
+      const rateHeaders = await limits.admit(undefined, clientAddress)
+      return { principal: await resolve(jobId), rateHeaders }
     },
   }
 }

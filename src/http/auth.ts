@@ -155,6 +155,14 @@ function extractToken(req: IncomingMessage, source: TokenSource): string | undef
   return undefined
 }
 
+/** True when the request sends a token where `source` looks (valid or not). */
+export function carriesToken(req: IncomingMessage, source: TokenSource): boolean {
+  if (req.headers.authorization !== undefined && req.headers.authorization !== '') return true
+  if (source !== 'header-or-query' || req.url === undefined) return false
+  const query = req.url.indexOf('?')
+  return query >= 0 && new URLSearchParams(req.url.slice(query + 1)).has(QUERY.token)
+}
+
 function decodeHeader(token: string): { kid?: string } | undefined {
   try {
     const decoded = jwt.decode(token, { complete: true })

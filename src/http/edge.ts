@@ -7,6 +7,9 @@
 //   GET|HEAD /v1/jobs/:id/wait     long-poll
 //   GET|HEAD /v1/events            many jobs (?jobs=), or the tenant feed
 //   upgrade  /v1/ws, /v1/jobs/:id  WebSocket
+// Other routes (the compatibility routes, docs/compat.md) plug in as EdgeRoute and
+// EdgeUpgradeRoute values, each with its own template, token source and handler, and go
+// through the same steps.
 // Each request gets, once and in this order: a request id, the frozen security headers, one
 // admission (authentication and one rate-limit check, src/http/admission.ts), its route's
 // handler (which validates with the routes' zod schemas), and one problem writer for every
@@ -23,7 +26,7 @@ import { RouteNotFoundError, ValidationError } from '../errors.js'
 import { HEADER, MEDIA_TYPE, QUERY } from '../protocol/http.js'
 import type { Logger } from '../telemetry/logger.js'
 import type { Admitter } from './admission.js'
-import type { TokenSource } from './auth.js'
+import { carriesToken, type TokenSource } from './auth.js'
 import { clientAddressOf, type TrustProxy } from './client-address.js'
 import { answerError, asAppError, writeUpgradeProblem } from './problem.js'
 import {
@@ -68,6 +71,40 @@ export interface EdgeHandlers {
   events: EdgeHandler
 }
 
+/**
+ * A route plugged into the edge: matched after the v1 routes, admitted, logged and answered
+ * like them. `anonymous`, when set, resolves who a request without any token acts for
+ * (COMPAT_ANONYMOUS_READ); without it such a request is a 401.
+ */
+export interface EdgeRoute {
+  /** The path as express writes it (`/api/jobs/:id`): the log line's route. */
+  readonly template: string
+  /** Built from the template by routePattern(): group 1 is the raw `:id`. */
+  readonly pattern: RegExp
+  readonly tokenSource: TokenSource
+  readonly anonymous?: (id: string) => Promise<Principal>
+  readonly handler: EdgeHandler
+}
+
+/** A WebSocket upgrade on one job's path, taken by `upgrade` like `/v1/jobs/:id`'s. */
+export interface EdgeUpgradeRoute {
+  readonly template: string
+  readonly pattern: RegExp
+  readonly anonymous?: (id: string) => Promise<Principal>
+}
+
+/**
+ * A template's path as express routes it: case-insensitive, an optional trailing slash,
+ * `:id` any one segment.
+ */
+export function routePattern(template: string): RegExp {
+  const source = template
+    .split('/')
+    .map((part) => (part === ':id' ? '([^/]+?)' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('\\/')
+  return new RegExp(`^${source}\\/?$`, 'i')
+}
+
 /** An admitted WebSocket upgrade; the handler owns the socket from here. */
 export interface UpgradeRequest {
   readonly req: IncomingMessage
@@ -91,6 +128,10 @@ export interface EdgeOptions {
   /** Validates `/v1/jobs/:id`'s id for an upgrade (the same schema as the HTTP routes). */
   parseJobId(id: string): string
   upgrade(request: UpgradeRequest): Promise<void>
+  /** Routes served after the v1 ones (GET and HEAD). */
+  routes?: readonly EdgeRoute[]
+  /** One-job WebSocket upgrades besides `/v1/jobs/:id`. */
+  upgradeRoutes?: readonly EdgeUpgradeRoute[]
 }
 
 export interface Edge {
@@ -111,26 +152,9 @@ export const EDGE_ROUTES = [
 interface Route {
   template: string
   tokenSource: TokenSource
-  handler: keyof EdgeHandlers
+  handler: EdgeHandler
+  anonymous?: (id: string) => Promise<Principal>
 }
-
-const DOCUMENT: Route = { template: '/v1/jobs/:id', tokenSource: 'header', handler: 'document' }
-const JOB_STREAM: Route = {
-  template: '/v1/jobs/:id',
-  tokenSource: 'header-or-query',
-  handler: 'jobStream',
-}
-const JOB_EVENTS: Route = {
-  template: '/v1/jobs/:id/events',
-  tokenSource: 'header-or-query',
-  handler: 'jobStream',
-}
-const JOB_WAIT: Route = {
-  template: '/v1/jobs/:id/wait',
-  tokenSource: 'header-or-query',
-  handler: 'wait',
-}
-const EVENTS: Route = { template: '/v1/events', tokenSource: 'header-or-query', handler: 'events' }
 
 // As express routes them: case-insensitive, an optional trailing slash, `:id` any one segment.
 const JOB_PATH = /^\/v1\/jobs\/([^/]+?)(\/events|\/wait)?\/?$/i
@@ -144,6 +168,29 @@ const EMPTY_QUERY: ParsedUrlQuery = Object.freeze(Object.create(null) as ParsedU
 export function createEdge(options: EdgeOptions): Edge {
   const { admitter, logger, handlers } = options
   const securityHead = options.securityHeaders.flat()
+  const DOCUMENT: Route = {
+    template: '/v1/jobs/:id',
+    tokenSource: 'header',
+    handler: handlers.document,
+  }
+  const JOB_STREAM: Route = {
+    template: '/v1/jobs/:id',
+    tokenSource: 'header-or-query',
+    handler: handlers.jobStream,
+  }
+  const JOB_EVENTS: Route = { ...JOB_STREAM, template: '/v1/jobs/:id/events' }
+  const JOB_WAIT: Route = {
+    template: '/v1/jobs/:id/wait',
+    tokenSource: 'header-or-query',
+    handler: handlers.wait,
+  }
+  const EVENTS: Route = {
+    template: '/v1/events',
+    tokenSource: 'header-or-query',
+    handler: handlers.events,
+  }
+  const extraRoutes = options.routes ?? []
+  const extraUpgrades = options.upgradeRoutes ?? []
 
   function match(
     path: string,
@@ -152,7 +199,13 @@ export function createEdge(options: EdgeOptions): Edge {
   ): { route: Route; rawId?: string } | undefined {
     if (EVENTS_PATH.test(path)) return { route: EVENTS }
     const job = JOB_PATH.exec(path)
-    if (!job) return undefined
+    if (!job) {
+      for (const route of extraRoutes) {
+        const found = route.pattern.exec(path)
+        if (found) return { route, rawId: found[1] }
+      }
+      return undefined
+    }
     const rawId = job[1]!
     switch (job[2]?.toLowerCase()) {
       case '/events':
@@ -178,14 +231,18 @@ export function createEdge(options: EdgeOptions): Edge {
     trace.clientAddress = clientAddressOf(req, options.trustProxy)
     const head = [...securityHead, HEADER.requestId, trace.id]
     try {
-      const { principal, rateHeaders } = await admitter.admit(
-        req,
-        route.tokenSource,
-        trace.clientAddress,
-      )
+      // The id is decoded after admission (a 401 before a 400), unless it is the credential.
+      const { principal, rateHeaders } =
+        route.anonymous && rawId !== undefined && !carriesToken(req, route.tokenSource)
+          ? await admitter.admitAnonymous(
+              decodeSegment(rawId),
+              route.anonymous,
+              trace.clientAddress,
+            )
+          : await admitter.admit(req, route.tokenSource, trace.clientAddress)
       trace.principal = principal
       for (const [name, value] of rateHeaders) head.push(name, value)
-      await handlers[route.handler]({
+      await route.handler({
         req,
         res,
         principal,
@@ -212,7 +269,16 @@ export function createEdge(options: EdgeOptions): Edge {
     path: string,
     trace: RequestTrace,
   ): Promise<void> {
-    const single = WS_JOB_PATH.exec(path)
+    let single = WS_JOB_PATH.exec(path)
+    let template = '/v1/jobs/:id'
+    let anonymous: EdgeUpgradeRoute['anonymous']
+    if (!single && path !== WS_PATH)
+      for (const route of extraUpgrades) {
+        single = route.pattern.exec(path)
+        if (!single) continue
+        ;({ template, anonymous } = route)
+        break
+      }
     let status = 101
     const refuse = (error: AppError) => {
       status = error.status
@@ -221,12 +287,15 @@ export function createEdge(options: EdgeOptions): Edge {
     }
     if (path !== WS_PATH && !single)
       return refuse(new RouteNotFoundError(`No WebSocket endpoint at ${path}.`))
-    trace.route = single ? '/v1/jobs/:id' : WS_PATH
+    trace.route = single ? template : WS_PATH
     trace.clientAddress = clientAddressOf(req, options.trustProxy)
     let principal: Principal
     let jobId: string | undefined
     try {
-      ;({ principal } = await admitter.admit(req, 'header-or-query', trace.clientAddress))
+      ;({ principal } =
+        anonymous && single && !carriesToken(req, 'header-or-query')
+          ? await admitter.admitAnonymous(decodeSegment(single[1]!), anonymous, trace.clientAddress)
+          : await admitter.admit(req, 'header-or-query', trace.clientAddress))
       trace.principal = principal
       if (single) jobId = options.parseJobId(decodeSegment(single[1]!))
     } catch (error) {
@@ -277,7 +346,7 @@ export function createEdge(options: EdgeOptions): Edge {
 }
 
 /** `GET /v1/jobs/:id` streams with Accept: text/event-stream or ?stream=true. */
-function wantsStream(req: IncomingMessage, query: ParsedUrlQuery): boolean {
+export function wantsStream(req: IncomingMessage, query: ParsedUrlQuery): boolean {
   const stream = query[QUERY.stream]
   return (
     stream === 'true' ||

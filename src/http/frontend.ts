@@ -17,6 +17,7 @@ import { compileTrustProxy } from './client-address.js'
 import { createEdge } from './edge.js'
 import { createRateLimits, type RateLimitOptions } from './rate-limit.js'
 import { clientScriptRouter } from './routes/client-script.js'
+import { compatRoutes } from './routes/compat.js'
 import { documentHandler, jobRoutes } from './routes/jobs.js'
 import { eventsHandler } from './routes/multiplexed.js'
 import { jobStreamHandler, waitHandler } from './routes/streams.js'
@@ -86,6 +87,13 @@ export function createFrontend(deps: FrontendDeps): Frontend {
     rateLimits,
     onWsBytes: (bytes) => countMessage('ws', bytes),
   })
+  // COMPAT_ROUTES (docs/compat.md): the same handlers and hooks, other paths and shapes.
+  const compat = compatRoutes({
+    ...streamDeps,
+    ...streamHooks,
+    sections: config.COMPAT_ROUTES,
+    anonymousRead: config.COMPAT_ANONYMOUS_READ,
+  })
   const edge = createEdge({
     admitter,
     logger,
@@ -99,6 +107,8 @@ export function createFrontend(deps: FrontendDeps): Frontend {
     },
     parseJobId: (id) => parseRequest(jobParamsSchema, { id }, 'path').id,
     upgrade: webSockets.upgrade,
+    routes: compat.routes,
+    upgradeRoutes: compat.upgradeRoutes,
   })
   const app = createApp({
     config,

@@ -8,6 +8,7 @@ import { z } from 'zod'
 import type { Config } from '../config/index.js'
 import { API_PREFIX, HEADER, MEDIA_TYPE, PROBLEM_BASE, QUERY } from '../protocol/http.js'
 import { JOB_STATUSES, type JobDocument } from '../protocol/job.js'
+import { registerCompatPaths } from './openapi-compat.js'
 import { sseQuerySchema, waitQuerySchemaFor } from './routes/streams.js'
 import {
   createJobBodySchema,
@@ -130,8 +131,10 @@ On a terminal status the stream sends that change, then \`event: end\` {job, ver
 
 const streamSecurity: Array<Record<string, string[]>> = [{ bearerAuth: [] }, { queryToken: [] }]
 
-/** Builds the document; the long-poll bounds come from the configuration. */
-export function buildOpenApiDocument(config: Pick<Config, 'LONGPOLL_MAX_SECONDS'>) {
+/** Builds the document; the long-poll bounds and the compatibility routes come from the configuration. */
+export function buildOpenApiDocument(
+  config: Pick<Config, 'LONGPOLL_MAX_SECONDS'> & Partial<Pick<Config, 'COMPAT_ROUTES'>>,
+) {
   const registry = new OpenAPIRegistry()
   registry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',
@@ -403,6 +406,13 @@ export function buildOpenApiDocument(config: Pick<Config, 'LONGPOLL_MAX_SECONDS'
       304: { description: 'Not modified (If-None-Match matched the ETag)' },
       ...problems(404),
     },
+  })
+
+  registerCompatPaths(registry, config.COMPAT_ROUTES ?? [], {
+    problems,
+    jobDocumentSchema,
+    waitQuery,
+    streamSecurity,
   })
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({

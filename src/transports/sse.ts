@@ -16,6 +16,7 @@ import { diffDocuments } from '../events/patch.js'
 import type { HeldSlots, RegisteredStream, StreamRegistry } from './stream-registry.js'
 import { SSE_HEADERS, SSE_HEARTBEAT, sseFrame, sseRetry } from './sse-frame.js'
 import { SseWriter } from './sse-writer.js'
+import type { SseFrames } from './compat-formats.js'
 
 export const SSE_FORMATS = ['patch', 'full', 'events'] as const
 export type SseFormat = (typeof SSE_FORMATS)[number]
@@ -31,6 +32,11 @@ export interface SseJobStreamOptions {
   /** The stream's cap slots, held while it is open. */
   slots?: HeldSlots
   connectionId: string
+  /**
+   * A vocabulary of its own (the compatibility streams, src/transports/compat-formats.ts):
+   * replaces `format`'s frames and the closing `end` event.
+   */
+  frames?: SseFrames
   /** Called once with the number of bytes of each event written (metrics). */
   onWrite?(bytes: number): void
   /** Called once per write that carries job events, i.e. not for heartbeats (metrics). */
@@ -81,7 +87,14 @@ export class SseJobStream implements Watcher, RegisteredStream {
     const state = handle.state
     const doc = state.current!
     let first: Buffer
-    if (this.options.format === 'events') {
+    const frames = this.options.frames
+    if (frames) {
+      const base = resumeFrom === undefined ? undefined : state.documentAt(resumeFrom)
+      first = Buffer.concat([
+        sseRetry(this.options.retryMs),
+        frames.first(base, doc, this.options.connectionId),
+      ])
+    } else if (this.options.format === 'events') {
       const base = resumeFrom === undefined ? undefined : state.documentAt(resumeFrom)
       first = Buffer.concat([
         sseRetry(this.options.retryMs),
@@ -123,7 +136,12 @@ export class SseJobStream implements Watcher, RegisteredStream {
 
   onGone(): void {
     if (!this.isOpen || this.isEnded) return
-    this.write(sseFrame('end', { job: this.handle!.state.id, reason: 'deleted' }))
+    const frames = this.options.frames
+    this.write(
+      frames
+        ? frames.gone(this.delivered!)
+        : sseFrame('end', { job: this.handle!.state.id, reason: 'deleted' }),
+    )
     this.end()
   }
 
@@ -143,9 +161,11 @@ export class SseJobStream implements Watcher, RegisteredStream {
     const doc = state.current!
     const frame = change
       ? change.memoize(
-          this.options.format === 'full'
-            ? 'sse:full'
-            : `sse:${this.options.format}:${base.version}`,
+          this.options.frames
+            ? `sse:${this.options.frames.key}:${base.version}`
+            : this.options.format === 'full'
+              ? 'sse:full'
+              : `sse:${this.options.format}:${base.version}`,
           () => this.frameFor(state, base, doc),
         )
       : this.frameFor(state, base, doc)
@@ -155,6 +175,7 @@ export class SseJobStream implements Watcher, RegisteredStream {
   }
 
   private frameFor(state: JobState, base: JobDocument, doc: JobDocument): Buffer {
+    if (this.options.frames) return this.options.frames.change(base, doc)
     switch (this.options.format) {
       case 'patch': {
         // The history may have dropped the base (a very slow client); the stream still holds
@@ -189,9 +210,11 @@ export class SseJobStream implements Watcher, RegisteredStream {
   private end(): void {
     if (this.isEnded) return
     const doc = this.delivered!
-    this.write(
-      sseFrame('end', { job: doc.id, version: doc.version, status: doc.status }, doc.version),
-    )
+    // A compatibility stream's clients know no `end` event: the stream just closes.
+    if (!this.options.frames)
+      this.write(
+        sseFrame('end', { job: doc.id, version: doc.version, status: doc.status }, doc.version),
+      )
     this.isEnded = true
     this.res.end()
     this.dispose()

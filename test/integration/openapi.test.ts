@@ -3,6 +3,7 @@
 import { Validator } from '@seriousme/openapi-schema-validator'
 import type { Express } from 'express'
 import { EDGE_ROUTES } from '../../src/http/edge.js'
+import { COMPAT_EDGE_ROUTES } from '../../src/http/routes/compat.js'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { startTestService, type TestService } from '../helpers/service.js'
 
@@ -58,8 +59,8 @@ function expressRoutes(app: Express): string[] {
   return [...found].sort()
 }
 
-function documentedRoutes(): string[] {
-  return Object.entries(doc.paths)
+function documentedRoutes(document = doc): string[] {
+  return Object.entries(document.paths)
     .flatMap(([path, item]) => Object.keys(item).map((method) => `${method} ${path}`))
     .sort()
 }
@@ -79,6 +80,28 @@ it('documents every route the edge and express serve, and no route they lack', (
     expect.arrayContaining(['get /healthz', 'post /v1/jobs', 'get /v1/jobs/{id}/wait']),
   )
   expect(documentedRoutes()).toEqual(routed)
+})
+
+it('documents the compatibility routes exactly when COMPAT_ROUTES turns them on', async () => {
+  expect(documentedRoutes().filter((r) => !r.includes(' /v1/') && r.includes('jobs'))).toEqual([])
+  const compat = await startTestService(database.url, { COMPAT_ROUTES: 'all' })
+  try {
+    const compatDoc = (await (await compat.fetch('/openapi.json')).json()) as Document
+    const result = await new Validator().validate(
+      compatDoc as unknown as Parameters<Validator['validate']>[0],
+    )
+    expect(result.errors).toBeUndefined()
+    const routed = [
+      ...new Set([...expressRoutes(compat.app), ...EDGE_ROUTES, ...COMPAT_EDGE_ROUTES]),
+    ].sort()
+    expect(documentedRoutes(compatDoc)).toEqual(routed)
+    expect(compatDoc.paths['/api/jobs/{id}/events']!.get!.security).toEqual([
+      { bearerAuth: [] },
+      { queryToken: [] },
+    ])
+  } finally {
+    await compat.close()
+  }
 })
 
 it('describes the job document, problems and both ways to send a token', () => {

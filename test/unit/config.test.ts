@@ -259,6 +259,30 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
     )
   })
 
+  it('turns on no compatibility route by default, each listed section, or all of them', () => {
+    expect(loadConfig({})).toMatchObject({ COMPAT_ROUTES: [], COMPAT_ANONYMOUS_READ: false })
+    expect(loadConfig({ COMPAT_ROUTES: ' api-jobs, jobs ,api-jobs' }).COMPAT_ROUTES).toEqual([
+      'api-jobs',
+      'jobs',
+    ])
+    expect(loadConfig({ COMPAT_ROUTES: 'all' }).COMPAT_ROUTES).toEqual([
+      'jobs',
+      'api-jobs',
+      'api-queue',
+      'api-v1',
+    ])
+    expect(loadConfig({ COMPAT_ANONYMOUS_READ: 'true' }).COMPAT_ANONYMOUS_READ).toBe(true)
+  })
+
+  it('refuses an unknown compatibility section, naming the variable and the value', () => {
+    expect(refusal({ COMPAT_ROUTES: 'jobs,api-v2' }).message).toBe(
+      'Invalid environment variable COMPAT_ROUTES: unknown section "api-v2"; expected all or a list of jobs, api-jobs, api-queue, api-v1 (got "jobs,api-v2")',
+    )
+    expect(refusal({ COMPAT_ANONYMOUS_READ: 'maybe' }).message).toMatch(
+      /^Invalid environment variable COMPAT_ANONYMOUS_READ: expected true or false/,
+    )
+  })
+
   it('shares the limits through Redis whenever REDIS_URL is set, unless LIMITS_STORE=memory', () => {
     const redis = { REDIS_URL: 'redis://127.0.0.1:6379' }
     expect(loadConfig({}).limitsStore).toBe('memory')

@@ -60,7 +60,11 @@ function sendDocument(res: Response, doc: JobDocument, status = 200): void {
   res.status(status).set('etag', etagOf(doc.version)).set('cache-control', CACHE_CONTROL).json(doc)
 }
 
-async function readJobOr404(db: Db, principal: Principal, jobId: string): Promise<JobDocument> {
+export async function readJobOr404(
+  db: Db,
+  principal: Principal,
+  jobId: string,
+): Promise<JobDocument> {
   assertCanRead(principal, jobId)
   const row = await readVisibleJob(db, principal, jobId)
   if (!row) throw new JobNotFoundError(jobId)
@@ -69,9 +73,14 @@ async function readJobOr404(db: Db, principal: Principal, jobId: string): Promis
 
 /**
  * `GET /v1/jobs/:id`, served by the edge: the document with its ETag, or 304 when
- * If-None-Match names its version. The same headers express's res.json() wrote.
+ * If-None-Match names its version. The same headers express's res.json() wrote. `render`
+ * shapes the body (a compatibility route's, docs/compat.md); a function of the document,
+ * so the version stays a valid ETag.
  */
-export function documentHandler(db: Db): EdgeHandler {
+export function documentHandler(
+  db: Db,
+  render: (doc: JobDocument) => unknown = (doc) => doc,
+): EdgeHandler {
   return async ({ req, principal, id: rawId, writeHead }) => {
     const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
     const doc = await readJobOr404(db, principal, id)
@@ -81,7 +90,7 @@ export function documentHandler(db: Db): EdgeHandler {
       writeHead(304, ['etag', etag, 'cache-control', CACHE_CONTROL]).end()
       return
     }
-    const body = JSON.stringify(doc)
+    const body = JSON.stringify(render(doc))
     writeHead(200, [
       'content-type',
       'application/json; charset=utf-8',

@@ -12,7 +12,12 @@ import { buildOpenApiDocument } from '../openapi.js'
 export interface OperationsRouteDeps {
   config: Pick<
     Config,
-    'METRICS_ENABLED' | 'METRICS_TOKEN' | 'LONGPOLL_MAX_SECONDS' | 'livePage' | 'isProduction'
+    | 'METRICS_ENABLED'
+    | 'METRICS_TOKEN'
+    | 'LONGPOLL_MAX_SECONDS'
+    | 'COMPAT_ROUTES'
+    | 'livePage'
+    | 'isProduction'
   >
   metrics?: Pick<Metrics, 'metrics' | 'contentType'>
 }

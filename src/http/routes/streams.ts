@@ -5,12 +5,13 @@
 import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import type { Config } from '../../config/index.js'
-import { JobNotFoundError } from '../../errors.js'
+import { ForbiddenError, JobNotFoundError } from '../../errors.js'
 import { HEADER, QUERY } from '../../protocol/http.js'
 import { isTerminalStatus, type JobDocument } from '../../protocol/job.js'
 import { LongPollWaiter, type WaitOutcome } from '../../transports/longpoll.js'
 import { SSE_FORMATS, SseJobStream } from '../../transports/sse.js'
 import { SSE_HEADERS } from '../../transports/sse-frame.js'
+import type { SseFrames } from '../../transports/compat-formats.js'
 import { NO_SLOTS } from '../stream-slots.js'
 import type { EdgeHandler } from '../edge.js'
 import { writeProblem } from '../problem.js'
@@ -51,14 +52,16 @@ interface WaitAnswer {
 }
 
 /** Per document (documents are immutable and shared): the body and both header variants. */
-const waitAnswers = new WeakMap<
-  JobDocument,
-  { body: Buffer; ready?: WaitAnswer; timedOut?: WaitAnswer }
->()
+type WaitAnswers = WeakMap<JobDocument, { body: Buffer; ready?: WaitAnswer; timedOut?: WaitAnswer }>
 
-function waitAnswer(doc: JobDocument, isReady: boolean): WaitAnswer {
-  let cached = waitAnswers.get(doc)
-  if (!cached) waitAnswers.set(doc, (cached = { body: Buffer.from(JSON.stringify(doc)) }))
+function waitAnswer(
+  answers: WaitAnswers,
+  render: (doc: JobDocument) => unknown,
+  doc: JobDocument,
+  isReady: boolean,
+): WaitAnswer {
+  let cached = answers.get(doc)
+  if (!cached) answers.set(doc, (cached = { body: Buffer.from(JSON.stringify(render(doc))) }))
   const key = isReady ? 'ready' : 'timedOut'
   return (cached[key] ??= {
     body: cached.body,
@@ -77,8 +80,21 @@ function waitAnswer(doc: JobDocument, isReady: boolean): WaitAnswer {
   })
 }
 
-/** The SSE stream of one job: `/v1/jobs/:id/events`, and `GET /v1/jobs/:id` as a stream. */
-export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
+/** What a compatibility stream changes (docs/compat.md): its messages, who may open it. */
+export interface JobStreamOptions {
+  frames?: SseFrames
+  /** Only an admin token opens it (403 otherwise, before the job is read). */
+  adminOnly?: boolean
+}
+
+/**
+ * The SSE stream of one job: `/v1/jobs/:id/events`, and `GET /v1/jobs/:id` as a stream; with
+ * `options`, a compatibility stream on the same path through the hub.
+ */
+export function jobStreamHandler(
+  deps: StreamRouteDeps,
+  options: JobStreamOptions = {},
+): EdgeHandler {
   const { config } = deps
   // Shared by every stream: no closure per connection.
   const onWrite = deps.onStreamBytes && ((bytes: number) => deps.onStreamBytes!('sse', bytes))
@@ -97,6 +113,8 @@ export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
     const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
     const query = parseRequest(sseQuerySchema, rawQuery, 'query')
     const resumeFrom = parseVersion(req.headers[HEADER.lastEventId] ?? query.lastEventId)
+    if (options.adminOnly && principal.role !== 'admin')
+      throw new ForbiddenError("This stream is for admins only; the token is not an admin's.")
     // Taken before the authorising read: concurrent opens cannot all pass the cap. A HEAD
     // is authorised like a GET but opens no stream, so it takes no slot.
     const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
@@ -117,6 +135,7 @@ export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
       }
       const stream = new SseJobStream(res, {
         format: query.format ?? 'patch',
+        frames: options.frames,
         retryMs: config.SSE_RETRY_MS,
         maxLifetimeMs: config.SSE_MAX_LIFETIME_MS,
         highWaterBytes: config.STREAM_HIGH_WATER_BYTES,
@@ -124,7 +143,7 @@ export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
         headers: head,
         slots,
         // Only the typed vocabulary names its connection (`connected`).
-        connectionId: query.format === 'events' ? randomUUID() : '',
+        connectionId: query.format === 'events' || options.frames ? randomUUID() : '',
         onWrite,
         onEvent,
       })
@@ -140,9 +159,16 @@ export function jobStreamHandler(deps: StreamRouteDeps): EdgeHandler {
   }
 }
 
-/** `GET /v1/jobs/:id/wait`: long-poll. */
-export function waitHandler(deps: StreamRouteDeps): EdgeHandler {
+/**
+ * `GET /v1/jobs/:id/wait`: long-poll. `render` shapes the answer's body (a compatibility
+ * route's, docs/compat.md); the document by default.
+ */
+export function waitHandler(
+  deps: StreamRouteDeps,
+  render: (doc: JobDocument) => unknown = (doc) => doc,
+): EdgeHandler {
   const { config } = deps
+  const answers: WaitAnswers = new WeakMap()
   const waitQuerySchema = waitQuerySchemaFor(config)
   return async ({ req, res, principal, id: rawId, query: rawQuery, path, isHead, writeHead }) => {
     const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
@@ -157,7 +183,12 @@ export function waitHandler(deps: StreamRouteDeps): EdgeHandler {
       if (outcome.kind === 'ready') deps.onEventDelivered?.('longpoll')
       // One change may answer thousands of parked waiters: its body and headers are built
       // once per document and written with one writeHead/end per waiter.
-      const answer = waitAnswer(outcome.doc, outcome.kind === 'ready' || outcome.kind === 'final')
+      const answer = waitAnswer(
+        answers,
+        render,
+        outcome.doc,
+        outcome.kind === 'ready' || outcome.kind === 'final',
+      )
       writeHead(200, answer.headers).end(answer.body)
     }
     const slots = isHead ? NO_SLOTS : await deps.slots.acquire(principal)
