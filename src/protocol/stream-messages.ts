@@ -37,6 +37,21 @@ export interface UnavailableMessage {
   jobs: Array<{ job: string; status: number; detail: string }>
 }
 
+/**
+ * A deleted job, in the one shape every transport uses (docs/api.md, "Deleted jobs"): SSE
+ * event `end` with this data on a single job's stream, `/v1/events` (jobs and the tenant
+ * feed) and WebSocket, and `{event: "end", data: <this>}` on the Redis bridge. `version`
+ * is the last version the server had.
+ */
+export const DELETED_STATUS = 'deleted'
+
+export function deletedMessage(
+  job: string,
+  version: number,
+): { type: 'end'; job: string; version: number; status: typeof DELETED_STATUS } {
+  return { type: 'end', job, version, status: DELETED_STATUS }
+}
+
 /** SSE `/v1/events?jobs=` only: every job has ended, the stream closes. */
 export interface StreamEndMessage {
   type: 'end'

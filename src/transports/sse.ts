@@ -10,6 +10,7 @@
 //   * disconnect frees the watch, the registry entry and every timer at once.
 import type { ServerResponse } from 'node:http'
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
+import { deletedMessage } from '../protocol/stream-messages.js'
 import type { JobChange, JobState, PendingWatch, Watcher, WatchHandle } from '../events/hub.js'
 import { typedEvents } from '../events/typed-events.js'
 import { diffDocuments } from '../events/patch.js'
@@ -123,7 +124,8 @@ export class SseJobStream implements Watcher, RegisteredStream {
 
   onGone(): void {
     if (!this.isOpen || this.isEnded) return
-    this.write(sseFrame('end', { job: this.handle!.state.id, reason: 'deleted' }))
+    const job = this.handle!.state.id
+    this.write(sseFrame('end', deletedMessage(job, this.delivered?.version ?? 0)))
     this.end()
   }
 
