@@ -68,11 +68,12 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
       ])
       .pipe(
         z
-          .array(
-            z.string().refine((id) => UUID.safeParse(id).success, {
-              error: (issue) => `${String(issue.input)}: not a job id (expected a UUID)`,
-            }),
-          )
+          .array(z.string())
+          .superRefine((ids, ctx) => {
+            for (const id of ids)
+              if (!UUID.safeParse(id).success)
+                ctx.addIssue({ code: 'custom', message: `${id}: not a job id (expected a UUID)` })
+          })
           .min(1, { error: 'list at least one job id' })
           .max(config.WS_MAX_SUBSCRIPTIONS, {
             error: `at most ${config.WS_MAX_SUBSCRIPTIONS} jobs per stream`,
