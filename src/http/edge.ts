@@ -35,7 +35,9 @@ import {
   startTrace,
   type RequestTrace,
 } from './request-log.js'
+import { noQuerySchema } from './schemas.js'
 import type { HeaderList } from './security-headers.js'
+import { parseRequest } from './validation.js'
 
 /** One admitted request on a hot route, as its handler sees it. */
 export interface EdgeRequest {
@@ -244,6 +246,8 @@ export function createEdge(options: EdgeOptions): Edge {
       ;({ principal } = await admitter.admit(req, 'header-or-query', trace.clientAddress))
       trace.principal = principal
       if (single) jobId = options.parseJobId(decodeSegment(single[1]!))
+      const q = (req.url ?? '').indexOf('?')
+      if (q >= 0) parseRequest(noQuerySchema, querystring.parse(req.url!.slice(q + 1)), 'query')
     } catch (error) {
       return refuse(asAppError(error) ?? new ValidationError('Bad WebSocket request.'))
     }

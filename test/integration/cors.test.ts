@@ -207,7 +207,7 @@ describe('other origins and no origin', () => {
   it('an unlisted origin gets no CORS header; no Origin gets only Vary', async () => {
     const t = newTenant()
     const job = await createJob(service, t.admin)
-    for (const headers of [{ origin: OTHER }, {}]) {
+    for (const headers of [{ origin: OTHER }, {}] as Array<Record<string, string>>) {
       for (const path of [`/v1/jobs/${job.id}`, '/v1/jobs']) {
         const res = await get(path, { authorization: `Bearer ${t.admin}`, ...headers })
         expect(res.status).toBe(200)
@@ -238,6 +238,15 @@ describe('WebSocket upgrades', () => {
     expect(JSON.parse(refused.body)).toMatchObject({ status: 403 })
     expect(refused.body).toContain('CORS_ORIGINS')
     expect(refused.headers['access-control-allow-origin']).toBeUndefined()
+  })
+
+  it('rejects an unknown query parameter with 400, as every route does, and ignores `_`', async () => {
+    const t = newTenant()
+    const refused = await refusedUpgrade(wsUrl(`/v1/ws?token=${t.admin}&tokn=x`))
+    expect(refused.status).toBe(400)
+    expect(JSON.parse(refused.body)).toMatchObject({ detail: 'query: unknown parameter(s): tokn' })
+    const ws = await openWs(wsUrl(`/v1/ws?token=${t.admin}&_=1`))
+    ws.socket.terminate()
   })
 
   it('a refused upgrade from a listed origin is readable: it carries the CORS headers', async () => {
