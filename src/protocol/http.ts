@@ -16,6 +16,7 @@ export const HEADER = {
   location: 'location',
   origin: 'origin',
   vary: 'vary',
+  date: 'date',
   rateLimitPolicy: 'RateLimit-Policy',
   rateLimitLimit: 'RateLimit-Limit',
   rateLimitRemaining: 'RateLimit-Remaining',
@@ -53,6 +54,8 @@ export const CORS_EXPOSED_HEADERS = [
   HEADER.rateLimitRemaining,
   HEADER.rateLimitReset,
   HEADER.requestId,
+  // The client resumes a feed that had no event yet from the response's Date (docs/client.md).
+  HEADER.date,
 ] as const
 
 export const QUERY = {

@@ -21,6 +21,7 @@ const EXPOSED = [
   'RateLimit-Remaining',
   'RateLimit-Reset',
   'x-request-id',
+  'date',
 ]
 
 let database: TestDatabase
