@@ -460,13 +460,13 @@ export class Hub {
     const state = watched ?? this.retained.get(id) ?? queued
     this.retained.delete(id)
     if (!state) return
-    if (watched) for (const watcher of watched.watchers) watcher.onGone(id)
     const version = state.version
     for (const watcher of this.everything) watcher.onGone?.(id, version)
-    if (state.tenantId === undefined) return
-    const feeds = this.feeds.get(state.tenantId)
-    if (!feeds) return
-    for (const feed of feeds)
+    // Feeds before the job's own watchers: a connection with both (a WebSocket subscribed to
+    // the job and to the feed) leaves it to the subscription, which is still there.
+    const feeds = state.tenantId === undefined ? undefined : this.feeds.get(state.tenantId)
+    for (const feed of feeds ?? [])
       if (feed.ownerId === undefined || feed.ownerId === state.ownerId) feed.onGone?.(id, version)
+    if (watched) for (const watcher of watched.watchers) watcher.onGone(id)
   }
 }

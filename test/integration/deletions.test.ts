@@ -120,6 +120,9 @@ it('WebSocket: the same message for a subscribed job and for a job seen on the f
   expect(await ws.nextFor(subscribed.id, 'end')).toEqual(deleted(subscribed))
   await remove(onFeed.id)
   expect(await ws.nextFor(onFeed.id, 'end')).toEqual(deleted(onFeed))
+  // Once each, though the subscribed job is on the feed too.
+  const ends = ws.messages.filter((m) => m.type === 'end').map((m) => m.job)
+  expect(ends).toEqual([subscribed.id, onFeed.id])
 })
 
 itWithRedis(
