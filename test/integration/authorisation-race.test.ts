@@ -3,7 +3,8 @@
 // Every transport is attacked the same way: a writer changes the victim's job as fast as the
 // database takes it while unauthorised callers open watches on it, hundreds of times. Each
 // answer must be a 404 (or, on multiplexed transports, a message naming the job: SSE's
-// `unavailable`, WebSocket's `error`) and nothing of the job — its document, a patch, its type or step — may appear in any byte.
+// `unavailable`, WebSocket's `error`) and nothing of the job — its document, a patch, its
+// type or step — may appear in any byte.
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
