@@ -3,6 +3,7 @@
 // and failed reports, or Celery-style states, validated with zod and mapped to a row update.
 import { z } from 'zod'
 import type { TypedEvent } from '../events/typed-events.js'
+import { DELETED_STATUS, deletedMessage } from '../protocol/stream-messages.js'
 
 export const ORIGIN = 'jobwire'
 
@@ -19,11 +20,22 @@ export function jobIdFromChannel(channel: string): string | undefined {
 }
 
 export interface OutboundMessage {
-  event: TypedEvent['event']
+  event: TypedEvent['event'] | 'end'
   data: Record<string, unknown>
   job: string
   version: number
   origin: typeof ORIGIN
+}
+
+/** A deleted job: event `end` with the data every stream sends (src/protocol/stream-messages.ts). */
+export function deletionMessage(jobId: string, version: number): OutboundMessage {
+  return {
+    event: 'end',
+    data: deletedMessage(jobId, version),
+    job: jobId,
+    version,
+    origin: ORIGIN,
+  }
 }
 
 export function outboundMessage(
@@ -75,7 +87,21 @@ const celeryMessage = z.object({
   traceback: z.string().nullable().optional(),
 })
 
+/**
+ * A deletion in the streams' shape, published by something other than jobwire: recognised and
+ * ignored (a report never deletes a row; deleting is the application's, in SQL).
+ */
+const deletionReport = z.object({
+  type: z.literal('end'),
+  status: z.literal(DELETED_STATUS),
+})
+
+/** The same, in the bridge's own envelope ({event, data}) from another publisher. */
+const deletionEnvelope = z.object({ event: z.literal('end'), data: deletionReport })
+
 export const inboundSchema = z.union([
+  deletionReport,
+  deletionEnvelope,
   progressMessage,
   completeMessage,
   failedMessage,
@@ -102,8 +128,11 @@ const NONE: RowUpdate = {
 }
 
 export function toRowUpdate(message: z.output<typeof inboundSchema>): RowUpdate | undefined {
+  if ('event' in message) return undefined // a deletion: nothing to apply
   if ('type' in message) {
     switch (message.type) {
+      case 'end':
+        return undefined
       case 'progress':
       case 'progress-update':
         return {

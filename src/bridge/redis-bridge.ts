@@ -30,6 +30,7 @@ import {
   inboundSchema,
   jobIdFromChannel,
   ORIGIN,
+  deletionMessage,
   outboundMessage,
   toRowUpdate,
 } from './messages.js'
@@ -44,11 +45,20 @@ const LEASE_RENEW_MS = 5_000
 // last published version; ARGV[1]: channel, ARGV[2]: version, ARGV[3]: TTL ms, ARGV[4..]:
 // the messages.
 const PUBLISH_ONCE = `
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[2]) <= last then return 0 end
+local last = redis.call('GET', KEYS[1])
+if last == 'deleted' then return 0 end
+if tonumber(ARGV[2]) <= tonumber(last or '0') then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 for i = 4, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end
 return #ARGV - 3`
+
+// Publishes a job's deletion once, whichever instance saw it first; nothing of the job is
+// published after it. KEYS[1]: as above; ARGV[1]: channel, ARGV[2]: TTL ms, ARGV[3]: message.
+const PUBLISH_DELETION = `
+if redis.call('GET', KEYS[1]) == 'deleted' then return 0 end
+redis.call('SET', KEYS[1], 'deleted', 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[1], ARGV[3])
+return 1`
 
 // Renews the lease only for its holder. KEYS[1]: lease, ARGV[1]: holder, ARGV[2]: TTL.
 const RENEW_LEASE = `
@@ -112,6 +122,7 @@ export class RedisBridge {
       this.unwatch = this.options.hub.watchAll({
         ownerId: undefined,
         onChange: (change) => this.publish(change),
+        onGone: (jobId, version) => this.publishDeletion(jobId, version),
       })
     }
     if (this.options.inbound) {
@@ -184,6 +195,29 @@ export class RedisBridge {
         (error: unknown) => {
           this.stats.publishErrors++
           this.options.logger.warn({ err: error, job: doc.id }, 'redis bridge: publish failed')
+        },
+      )
+  }
+
+  private publishDeletion(jobId: string, version: number): void {
+    if (this.publisher.status !== 'ready') {
+      this.stats.publishErrors++
+      return
+    }
+    this.publisher
+      .eval(
+        PUBLISH_DELETION,
+        1,
+        `jobwire:published:{${jobId}}`,
+        channelFor(jobId),
+        GUARD_TTL_MS,
+        JSON.stringify(deletionMessage(jobId, version)),
+      )
+      .then(
+        (count) => (this.stats.published += Number(count)),
+        (error: unknown) => {
+          this.stats.publishErrors++
+          this.options.logger.warn({ err: error, job: jobId }, 'redis bridge: publish failed')
         },
       )
   }

@@ -3,6 +3,7 @@
 // (its leading `test` op); one that does not apply makes the client reconnect without
 // Last-Event-ID, i.e. for a fresh snapshot. Stops for good on `end` and on 204.
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
+import { DELETED_STATUS } from '../protocol/stream-messages.js'
 import { Connection, type StreamSession, type StreamTarget, type Verdict } from './connection.js'
 import { DocChannel } from './doc-channel.js'
 import {
@@ -158,8 +159,10 @@ class SingleJobWatch extends JobWatchBase implements StreamSession {
       case 'patch':
         return this.applyPatch(data as PatchOperation[]) ? 'continue' : 'restart'
       case 'end':
+        // `status: "deleted"` (docs/api.md, "Deleted jobs"); older servers said `reason`.
         this.finish(
-          (data as { reason?: string }).reason === 'deleted'
+          (data as { status?: string }).status === DELETED_STATUS ||
+            (data as { reason?: string }).reason === DELETED_STATUS
             ? new WatchError('The job was deleted.', 404)
             : undefined,
         )

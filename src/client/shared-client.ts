@@ -17,10 +17,14 @@ import {
 } from './options.js'
 import type { PatchOperation } from './patch.js'
 import type { SseMessage } from './sse-reader.js'
-import type { JobStreamMessage, StreamEndMessage } from '../protocol/stream-messages.js'
+import type {
+  JobStreamMessage,
+  StreamEndMessage,
+  UnavailableMessage,
+} from '../protocol/stream-messages.js'
 
 /** The data of every event on `/v1/events` (each names its job and version; docs/api.md). */
-type MuxEvent = JobStreamMessage<PatchOperation> | StreamEndMessage
+type MuxEvent = JobStreamMessage<PatchOperation> | StreamEndMessage | UnavailableMessage
 
 export interface ClientOptions extends ConnectionOptions {
   /** Close the client (and end its iteration) once every watched job ended. Default false. */
@@ -188,8 +192,11 @@ class SharedClient implements JobwireClient, StreamSession {
           event.status === 'deleted' ? new WatchError('The job was deleted.', 404) : undefined,
         )
         return 'continue'
+      // `unavailable` on SSE (never `error`, docs/api.md); older servers sent `error`.
+      case 'unavailable':
       case 'error':
-        if (event.job !== undefined) this.end(event.job, new WatchError(event.detail, event.status))
+        if (event.type === 'error' && event.job !== undefined)
+          this.end(event.job, new WatchError(event.detail, event.status))
         for (const failure of event.jobs ?? [])
           this.end(failure.job, new WatchError(failure.detail, failure.status))
         return 'continue'

@@ -35,6 +35,39 @@ const redisUrl = z.string().refine((v) => /^rediss?:\/\//.test(v) && URL.canPars
   error: 'expected a redis:// or rediss:// URL',
 })
 
+/**
+ * Comma-separated origins as browsers send them (`scheme://host[:port]`, lower case, no path,
+ * no default port), or `*` alone (src/http/cors.ts applies them).
+ */
+const corsOrigins = z.string().superRefine((v, ctx) => {
+  const entries = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+  if (entries.includes('*')) {
+    if (entries.length > 1)
+      ctx.addIssue({ code: 'custom', message: '`*` allows every origin: list it alone' })
+    return
+  }
+  for (const entry of entries) {
+    const url = URL.canParse(entry) ? new URL(entry) : undefined
+    if (!url || !/^https?:$/.test(url.protocol)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${entry} is not an origin (expected scheme://host[:port], e.g. https://app.example.com)`,
+      })
+      return
+    }
+    if (url.origin !== entry) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${entry} is not an origin as a browser sends it: write ${url.origin} (no path, no default port, lower case)`,
+      })
+      return
+    }
+  }
+})
+
 const pem = z.string().refine((v) => v.includes('-----BEGIN'), {
   error: 'expected a PEM-encoded public key (-----BEGIN PUBLIC KEY-----…)',
 })
@@ -148,7 +181,7 @@ export const envSchema = z.object({
 
   BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(256 * 1024),
   TRUST_PROXY: trustProxy.default('false'),
-  CORS_ORIGINS: z.string().default(''),
+  CORS_ORIGINS: corsOrigins.default(''),
   SHUTDOWN_TIMEOUT_MS: int(0, 600_000).default(10_000),
 
   LONGPOLL_DEFAULT_SECONDS: int(0, 3600).default(30),

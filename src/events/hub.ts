@@ -35,6 +35,8 @@ export interface FeedWatcher {
   /** undefined: an admin, sees the whole tenant; otherwise only jobs with this owner_id. */
   readonly ownerId: string | undefined
   onChange(change: JobChange): void
+  /** A job it may see was deleted; `version` is the last one the hub had. */
+  onGone?(jobId: string, version: number): void
 }
 
 export interface HubOptions {
@@ -387,7 +389,7 @@ export class Hub {
           this.jobs.get(row.doc.id) ?? this.retained.get(row.doc.id) ?? batch.get(row.doc.id)
         if (state) this.apply(state, row)
       }
-      for (const id of ids) if (!found.has(id)) this.gone(id)
+      for (const id of ids) if (!found.has(id)) this.gone(id, batch.get(id))
     } catch (error) {
       this.stats.fetchErrors++
       this.options.logger.warn(
@@ -449,10 +451,22 @@ export class Hub {
     return true
   }
 
-  private gone(id: string): void {
-    const state = this.jobs.get(id)
+  /**
+   * The job was deleted: its watchers, the feeds that may see it and watchAll() are told (a
+   * feed only when the hub knows the job's tenant: from its notification, or a read).
+   */
+  private gone(id: string, queued?: JobState): void {
+    const watched = this.jobs.get(id)
+    const state = watched ?? this.retained.get(id) ?? queued
     this.retained.delete(id)
     if (!state) return
-    for (const watcher of state.watchers) watcher.onGone(id)
+    const version = state.version
+    for (const watcher of this.everything) watcher.onGone?.(id, version)
+    // Feeds before the job's own watchers: a connection with both (a WebSocket subscribed to
+    // the job and to the feed) leaves it to the subscription, which is still there.
+    const feeds = state.tenantId === undefined ? undefined : this.feeds.get(state.tenantId)
+    for (const feed of feeds ?? [])
+      if (feed.ownerId === undefined || feed.ownerId === state.ownerId) feed.onGone?.(id, version)
+    if (watched) for (const watcher of watched.watchers) watcher.onGone(id)
   }
 }

@@ -1,6 +1,6 @@
 // The express application for everything the edge does not serve (src/http/edge.ts): create,
 // list and cancel jobs, health, metrics, the OpenAPI document and the dev pages. It shares
-// the edge's request id, security headers, request log line, admission (authentication and
+// the edge's request id, security headers, CORS headers (src/http/cors.ts), request log line, admission (authentication and
 // the one rate-limit check) and problem writer.
 import express, { type Express, type Request, type Router } from 'express'
 import type { Config } from '../config/index.js'
@@ -10,6 +10,7 @@ import type { Metrics } from '../telemetry/metrics.js'
 import type { Admitter } from './admission.js'
 import { findPrincipal, setPrincipal, tokenSourceFor } from './authenticate.js'
 import { clientAddressOf, type TrustProxy } from './client-address.js'
+import type { Cors } from './cors.js'
 import { notFoundHandler, problemHandler } from './problem.js'
 import { logCompleted, startTrace } from './request-log.js'
 import { operationsRoutes, type OperationsRouteDeps } from './routes/operations.js'
@@ -27,6 +28,8 @@ export interface AppDeps {
   /** Which address is the client (TRUST_PROXY), decided as the edge decides it. */
   trustProxy: TrustProxy
   securityHeaders: HeaderList
+  /** CORS_ORIGINS's policy, shared with the edge (which answers every preflight). */
+  cors: Cors
   logger: Logger
   readiness: () => Promise<ReadinessReport>
   /** Routers mounted in order after the health routes (jobs, dev page …). */
@@ -48,6 +51,8 @@ export function createApp(deps: AppDeps): Express {
   app.use((req, res, next) => {
     const trace = startTrace(req, res)
     setHeaders(res, deps.securityHeaders)
+    const cors = deps.cors.headersFor(req.headers.origin)
+    for (let i = 0; i < cors.length; i += 2) res.setHeader(cors[i]!, cors[i + 1]!)
     if (!UNLOGGED.has(req.url)) {
       // The route template and the caller are known once the request was routed.
       res.once('close', () => {

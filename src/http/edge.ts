@@ -10,24 +10,27 @@
 // Other routes (the compatibility routes, docs/compat.md) plug in as EdgeRoute and
 // EdgeUpgradeRoute values, each with its own template, token source and handler, and go
 // through the same steps.
-// Each request gets, once and in this order: a request id, the frozen security headers, one
-// admission (authentication and one rate-limit check, src/http/admission.ts), its route's
+// Each request gets, once and in this order: a request id, the frozen security headers, the
+// CORS headers for its Origin (src/http/cors.ts, computed once), one admission
+// (authentication and one rate-limit check, src/http/admission.ts), its route's
 // handler (which validates with the routes' zod schemas), and one problem writer for every
 // failure. Its log line is written when it ends; a stream logs one line when it opens and
 // one when it closes. Paths match as express matches them (case-insensitive, optional
 // trailing slash), so a client cannot tell which side served it (docs/decisions.md, "The
-// lean edge").
+// lean edge"). The edge also answers every CORS preflight, whatever its path, before any
+// admission: a preflight carries no token and is not charged.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import querystring, { type ParsedUrlQuery } from 'node:querystring'
 import type { Principal } from '../db/tenant-transaction.js'
 import type { AppError } from '../errors.js'
-import { RouteNotFoundError, ValidationError } from '../errors.js'
+import { ForbiddenError, RouteNotFoundError, ValidationError } from '../errors.js'
 import { HEADER, MEDIA_TYPE, QUERY } from '../protocol/http.js'
 import type { Logger } from '../telemetry/logger.js'
 import type { Admitter } from './admission.js'
 import { carriesToken, type TokenSource } from './auth.js'
 import { clientAddressOf, type TrustProxy } from './client-address.js'
+import type { Cors } from './cors.js'
 import { answerError, asAppError, writeUpgradeProblem } from './problem.js'
 import {
   logCompleted,
@@ -36,7 +39,9 @@ import {
   startTrace,
   type RequestTrace,
 } from './request-log.js'
+import { noQuerySchema } from './schemas.js'
 import type { HeaderList } from './security-headers.js'
+import { parseRequest } from './validation.js'
 
 /** One admitted request on a hot route, as its handler sees it. */
 export interface EdgeRequest {
@@ -51,7 +56,7 @@ export interface EdgeRequest {
   readonly path: string
   readonly isHead: boolean
   /**
-   * The headers every answer carries — security headers, X-Request-Id, RateLimit-* — as a
+   * The headers every answer carries — security headers, CORS, X-Request-Id, RateLimit-* — as a
    * flat name, value, … list: passed to writeHead() with the answer's own, never set one by
    * one, so a long-lived response keeps only its serialised head.
    */
@@ -123,6 +128,8 @@ export interface EdgeOptions {
   admitter: Admitter
   logger: Logger
   securityHeaders: HeaderList
+  /** CORS_ORIGINS's policy, shared with express (src/http/cors.ts). */
+  cors: Cors
   trustProxy: TrustProxy
   handlers: EdgeHandlers
   /** Validates `/v1/jobs/:id`'s id for an upgrade (the same schema as the HTTP routes). */
@@ -166,7 +173,7 @@ const WS_JOB_PATH = /^\/v1\/jobs\/([^/?#]+)\/?$/
 const EMPTY_QUERY: ParsedUrlQuery = Object.freeze(Object.create(null) as ParsedUrlQuery)
 
 export function createEdge(options: EdgeOptions): Edge {
-  const { admitter, logger, handlers } = options
+  const { admitter, logger, handlers, cors } = options
   const securityHead = options.securityHeaders.flat()
   const DOCUMENT: Route = {
     template: '/v1/jobs/:id',
@@ -229,7 +236,12 @@ export function createEdge(options: EdgeOptions): Edge {
     trace.route = route.template
     logWhenDone(logger, req, res, trace)
     trace.clientAddress = clientAddressOf(req, options.trustProxy)
-    const head = [...securityHead, HEADER.requestId, trace.id]
+    const head = [
+      ...securityHead,
+      ...cors.headersFor(req.headers.origin),
+      HEADER.requestId,
+      trace.id,
+    ]
     try {
       // The id is decoded after admission (a 401 before a 400), unless it is the credential.
       const { principal, rateHeaders } =
@@ -282,11 +294,17 @@ export function createEdge(options: EdgeOptions): Edge {
     let status = 101
     const refuse = (error: AppError) => {
       status = error.status
-      writeUpgradeProblem(socket, error, responseHeaders(trace))
+      writeUpgradeProblem(socket, error, responseHeaders(req, trace))
       logCompleted(logger, req, trace, status, true)
     }
     if (path !== WS_PATH && !single)
       return refuse(new RouteNotFoundError(`No WebSocket endpoint at ${path}.`))
+    if (!cors.allowsUpgrade(req))
+      return refuse(
+        new ForbiddenError(
+          `The origin ${req.headers.origin} is not allowed to open WebSockets here (CORS_ORIGINS).`,
+        ),
+      )
     trace.route = single ? template : WS_PATH
     trace.clientAddress = clientAddressOf(req, options.trustProxy)
     let principal: Principal
@@ -298,6 +316,8 @@ export function createEdge(options: EdgeOptions): Edge {
           : await admitter.admit(req, 'header-or-query', trace.clientAddress))
       trace.principal = principal
       if (single) jobId = options.parseJobId(decodeSegment(single[1]!))
+      const q = (req.url ?? '').indexOf('?')
+      if (q >= 0) parseRequest(noQuerySchema, querystring.parse(req.url!.slice(q + 1)), 'query')
     } catch (error) {
       return refuse(asAppError(error) ?? new ValidationError('Bad WebSocket request.'))
     }
@@ -315,13 +335,32 @@ export function createEdge(options: EdgeOptions): Edge {
     })
   }
 
-  function responseHeaders(trace: RequestTrace): Array<readonly [string, string]> {
-    return [...options.securityHeaders, ['x-request-id', trace.id]]
+  function responseHeaders(
+    req: IncomingMessage,
+    trace: RequestTrace,
+  ): Array<readonly [string, string]> {
+    const pairs: Array<readonly [string, string]> = [...options.securityHeaders]
+    const own = cors.headersFor(req.headers.origin)
+    for (let i = 0; i < own.length; i += 2) pairs.push([own[i]!, own[i + 1]!])
+    pairs.push([HEADER.requestId, trace.id])
+    return pairs
+  }
+
+  /** A CORS preflight, on any path: no token, no rate limit, one log line. */
+  function preflight(req: IncomingMessage, res: ServerResponse): boolean {
+    const trace = startTrace(req)
+    const head = [...securityHead, HEADER.requestId, trace.id]
+    if (!cors.preflight(req, res, head)) return false
+    trace.route = 'preflight'
+    trace.clientAddress = clientAddressOf(req, options.trustProxy)
+    logCompleted(logger, req, trace, res.statusCode, true)
+    return true
   }
 
   return {
     request(req, res) {
       const method = req.method
+      if (method === 'OPTIONS') return preflight(req, res)
       if (method !== 'GET' && method !== 'HEAD') return false
       const url = req.url ?? '/'
       const q = url.indexOf('?')

@@ -22,6 +22,7 @@ import { documentHandler, jobRoutes } from './routes/jobs.js'
 import { eventsHandler } from './routes/multiplexed.js'
 import { jobStreamHandler, waitHandler } from './routes/streams.js'
 import { jobParamsSchema } from './schemas.js'
+import { createCors } from './cors.js'
 import { securityHeaders } from './security-headers.js'
 import type { HttpHandlers } from './server.js'
 import { countingRefusals, MemoryStreamSlots, type StreamSlots } from './stream-slots.js'
@@ -60,6 +61,7 @@ export function createFrontend(deps: FrontendDeps): Frontend {
   const admitter = createAdmitter(auth, rateLimits)
   const trustProxy = compileTrustProxy(config.TRUST_PROXY)
   const headers = securityHeaders(config)
+  const cors = createCors(config.corsOrigins)
   const streamDeps = {
     db,
     hub,
@@ -98,6 +100,7 @@ export function createFrontend(deps: FrontendDeps): Frontend {
     admitter,
     logger,
     securityHeaders: headers,
+    cors,
     trustProxy,
     handlers: {
       document: documentHandler(db),
@@ -115,6 +118,7 @@ export function createFrontend(deps: FrontendDeps): Frontend {
     admitter,
     trustProxy,
     securityHeaders: headers,
+    cors,
     logger,
     readiness: deps.readiness,
     metrics,

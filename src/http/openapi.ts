@@ -156,9 +156,12 @@ export function buildOpenApiDocument(
     description: 'METRICS_TOKEN, when configured',
   })
 
-  // The token is described by the queryToken scheme, not repeated as a parameter.
-  const sseQuery = sseQuerySchema.omit({ [QUERY.token]: true })
-  const waitQuery = waitQuerySchemaFor(config).omit({ [QUERY.token]: true })
+  // The token is described by the queryToken scheme, not repeated as a parameter; `_` (the
+  // ignored cache-buster every route accepts) is described in docs/api.md only.
+  const hidden = { [QUERY.token]: true, [QUERY.cacheBuster]: true } as const
+  const sseQuery = sseQuerySchema.omit(hidden)
+  const waitQuery = waitQuerySchemaFor(config).omit(hidden)
+  const listQuery = listJobsQuerySchema.omit(hidden)
   const jobPath = `${API_PREFIX}/jobs/{id}`
 
   registry.registerPath({
@@ -194,7 +197,7 @@ export function buildOpenApiDocument(
     summary: 'List visible jobs',
     description:
       'Admins see the tenant’s jobs, members their own. Newest first; pass next_cursor as cursor for the next page.',
-    request: { query: listJobsQuerySchema },
+    request: { query: listQuery },
     responses: {
       200: {
         description: 'A page of jobs',
@@ -295,7 +298,7 @@ export function buildOpenApiDocument(
     method: 'get',
     path: `${API_PREFIX}/events`,
     summary: 'Stream many jobs, or the tenant feed (Server-Sent Events)',
-    description: `With \`jobs=a,b,…\`: one stream for those jobs; ids that are malformed or not visible are listed in one initial \`error\` event and the rest stream (404 when none is visible). Without \`jobs\`: every job the caller may see, as it is created and changes (user tokens only). Each event's data names its job and version: \`{"type":"snapshot","job","version","doc"}\`, \`{"type":"patch","job","version","patch":[…]}\`, \`{"type":"end","job","version","status"}\`; the feed may send \`{"type":"reset","detail"}\` when too much changed while the client was away. \`Last-Event-ID\` resumes every position at once.`,
+    description: `With \`jobs=a,b,…\`: one stream for those jobs; a malformed id is a 400 before the stream opens; jobs that cannot be watched are listed, each with its own status, in one initial \`unavailable\` event (never \`error\`, which EventSource hands to onerror) and the rest stream (404 when none is visible). Without \`jobs\`: every job the caller may see, as it is created and changes (user tokens only). Each event's data names its job and version: \`{"type":"snapshot","job","version","doc"}\`, \`{"type":"patch","job","version","patch":[…]}\`, \`{"type":"end","job","version","status"}\` (\`status: "deleted"\` for a deleted job); the feed may send \`{"type":"reset","detail"}\` when too much changed while the client was away. \`Last-Event-ID\` resumes every position at once.`,
     security: streamSecurity,
     request: {
       query: z.object({

@@ -11,6 +11,7 @@ import { ipKeyGenerator, MemoryStore, type Store } from 'express-rate-limit'
 import type { Config } from '../config/index.js'
 import type { Principal } from '../db/tenant-transaction.js'
 import { TooManyRequestsError } from '../errors.js'
+import { HEADER } from '../protocol/http.js'
 
 export type RateLimitKind = 'user' | 'tenant' | 'watch' | 'ip'
 
@@ -81,10 +82,10 @@ export function createRateLimits(options: RateLimitOptions): RateLimits {
       ? Math.max(0, Math.ceil((count.resetTime.getTime() - Date.now()) / 1000))
       : windowSeconds
   const headersOf = (count: Count): HeaderPairs => [
-    ['RateLimit-Policy', `${count.limit};w=${windowSeconds}`],
-    ['RateLimit-Limit', String(count.limit)],
-    ['RateLimit-Remaining', String(Math.max(count.limit - count.hits, 0))],
-    ['RateLimit-Reset', String(resetSeconds(count))],
+    [HEADER.rateLimitPolicy, `${count.limit};w=${windowSeconds}`],
+    [HEADER.rateLimitLimit, String(count.limit)],
+    [HEADER.rateLimitRemaining, String(Math.max(count.limit - count.hits, 0))],
+    [HEADER.rateLimitReset, String(resetSeconds(count))],
   ]
 
   /** Counts `requests` hits on one bucket; undefined when that limit is off. */

@@ -1,7 +1,9 @@
 // Request schemas (zod). The same schemas validate requests and, later, generate the
-// OpenAPI document. Unknown body keys and unknown query parameters are rejected: a typo
-// must not silently do nothing.
+// OpenAPI document. Unknown body keys and unknown query parameters are rejected on every
+// route, streams included: a typo must not silently do nothing. `_` alone is accepted and
+// ignored (the cache-buster that jQuery and EventSource polyfills add; docs/decisions.md).
 import { z } from 'zod'
+import { QUERY } from '../protocol/http.js'
 import { JOB_STATUSES } from '../protocol/job.js'
 
 export const JOB_TYPE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/
@@ -9,6 +11,31 @@ export const JOB_TYPE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/
 export const jobIdSchema = z.guid({ error: 'expected a UUID' }).transform((id) => id.toLowerCase())
 
 export const jobParamsSchema = z.object({ id: jobIdSchema })
+
+/**
+ * A route's query: its own parameters and `_`; anything else is a 400 naming it. `_` takes
+ * any value, repeated or not.
+ */
+export function strictQuery<S extends z.ZodRawShape>(shape: S) {
+  return z.strictObject(
+    { ...shape, [QUERY.cacheBuster]: z.unknown().optional() },
+    {
+      error: (issue) =>
+        issue.code === 'unrecognized_keys'
+          ? `unknown parameter(s): ${issue.keys.join(', ')}`
+          : undefined,
+    },
+  )
+}
+
+/** The token a stream route takes from its query (docs/api.md, "Authentication"). */
+export const queryToken = z.string({ error: 'expected a single token' }).optional()
+
+/**
+ * Routes with no parameters of their own (create, cancel, the document): only the token,
+ * which the authentication judges first, and `_`.
+ */
+export const noQuerySchema = strictQuery({ [QUERY.token]: queryToken })
 
 /**
  * Payloads deeper than this are refused: the validator and PostgreSQL's jsonb parser both
@@ -78,35 +105,23 @@ export const idempotencyKeySchema = z
   .max(256)
   .regex(/^[\x21-\x7e]+$/, { error: 'expected printable ASCII without spaces' })
 
-export const listJobsQuerySchema = z.strictObject(
-  {
-    status: z
-      .enum(JOB_STATUSES, { error: `expected one of ${JOB_STATUSES.join(', ')}` })
-      .optional(),
-    type: z
-      .string({ error: 'expected a single job type' })
-      .regex(JOB_TYPE_PATTERN, { error: 'expected a job type' })
-      .optional(),
-    limit: z
-      .string({ error: 'expected a whole number from 1 to 100' })
-      .regex(/^\d{1,4}$/, { error: 'expected a whole number from 1 to 100' })
-      .transform(Number)
-      .pipe(
-        z
-          .number()
-          .min(1, { error: 'must be at least 1' })
-          .max(100, { error: 'must be at most 100' }),
-      )
-      .optional(),
-    cursor: z
-      .string({ error: 'expected a single cursor' })
-      .max(200, { error: 'not a cursor from this API' })
-      .optional(),
-  },
-  {
-    error: (issue) =>
-      issue.code === 'unrecognized_keys'
-        ? `unknown parameter(s): ${issue.keys.join(', ')}`
-        : undefined,
-  },
-)
+export const listJobsQuerySchema = strictQuery({
+  status: z.enum(JOB_STATUSES, { error: `expected one of ${JOB_STATUSES.join(', ')}` }).optional(),
+  type: z
+    .string({ error: 'expected a single job type' })
+    .regex(JOB_TYPE_PATTERN, { error: 'expected a job type' })
+    .optional(),
+  limit: z
+    .string({ error: 'expected a whole number from 1 to 100' })
+    .regex(/^\d{1,4}$/, { error: 'expected a whole number from 1 to 100' })
+    .transform(Number)
+    .pipe(
+      z.number().min(1, { error: 'must be at least 1' }).max(100, { error: 'must be at most 100' }),
+    )
+    .optional(),
+  cursor: z
+    .string({ error: 'expected a single cursor' })
+    .max(200, { error: 'not a cursor from this API' })
+    .optional(),
+  [QUERY.token]: queryToken,
+})

@@ -8,7 +8,55 @@ export const HEADER = {
   requestId: 'x-request-id',
   timedOut: 'jobwire-timed-out',
   retryAfter: 'retry-after',
+  idempotentReplayed: 'idempotent-replayed',
+  authorization: 'authorization',
+  contentType: 'content-type',
+  etag: 'etag',
+  ifNoneMatch: 'if-none-match',
+  location: 'location',
+  origin: 'origin',
+  vary: 'vary',
+  date: 'date',
+  rateLimitPolicy: 'RateLimit-Policy',
+  rateLimitLimit: 'RateLimit-Limit',
+  rateLimitRemaining: 'RateLimit-Remaining',
+  rateLimitReset: 'RateLimit-Reset',
 } as const
+
+/** The CORS headers (src/http/cors.ts; docs/production.md, "CORS"). */
+export const CORS_HEADER = {
+  allowOrigin: 'access-control-allow-origin',
+  allowMethods: 'access-control-allow-methods',
+  allowHeaders: 'access-control-allow-headers',
+  exposeHeaders: 'access-control-expose-headers',
+  maxAge: 'access-control-max-age',
+  requestMethod: 'access-control-request-method',
+} as const
+
+/** What a browser on another origin may send: the request headers the API reads. */
+export const CORS_ALLOWED_HEADERS = [
+  HEADER.authorization,
+  HEADER.contentType,
+  HEADER.idempotencyKey,
+  HEADER.ifNoneMatch,
+  HEADER.lastEventId,
+] as const
+
+/** What a script on another origin may read: the response headers a client acts on. */
+export const CORS_EXPOSED_HEADERS = [
+  HEADER.etag,
+  HEADER.location,
+  HEADER.retryAfter,
+  HEADER.timedOut,
+  HEADER.idempotentReplayed,
+  HEADER.rateLimitPolicy,
+  HEADER.rateLimitLimit,
+  HEADER.rateLimitRemaining,
+  HEADER.rateLimitReset,
+  HEADER.requestId,
+  // The client resumes a feed that had no event yet from the response's Date (docs/client.md).
+  HEADER.date,
+] as const
 
 export const QUERY = {
   token: 'token',
@@ -18,6 +66,8 @@ export const QUERY = {
   timeout: 'timeout',
   since: 'since',
   jobs: 'jobs',
+  /** Accepted and ignored on every route: the cache-buster jQuery and EventSource polyfills add. */
+  cacheBuster: '_',
 } as const
 
 export const MEDIA_TYPE = {

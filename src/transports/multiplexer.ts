@@ -16,7 +16,7 @@ import type {
   WatchHandle,
 } from '../events/hub.js'
 import { diffDocuments, type Operation } from '../events/patch.js'
-import type { JobStreamMessage } from '../protocol/stream-messages.js'
+import { deletedMessage, type JobStreamMessage } from '../protocol/stream-messages.js'
 
 /** The most feed-delivered documents one connection remembers (see rememberFeed()). */
 export const FEED_MEMORY_MAX_JOBS = 10_000
@@ -280,8 +280,17 @@ export class Multiplexer implements FeedWatcher {
   gone(jobId: string): void {
     const sub = this.jobs.get(jobId)
     if (!sub) return
-    this.send({ type: 'end', job: jobId, version: sub.delivered?.version ?? 0, status: 'deleted' })
+    this.send(deletedMessage(jobId, sub.delivered?.version ?? 0))
     this.unsubscribe(jobId)
+  }
+
+  /** FeedWatcher: a job of the tenant was deleted (its own subscription says so itself). */
+  onGone(jobId: string, version: number): void {
+    if (this.isClosed || this.jobs.has(jobId) || this.pending.has(jobId)) return
+    const known = this.feedDelivered.get(jobId)
+    this.feedDelivered.delete(jobId)
+    this.feedDirty.delete(jobId)
+    this.send(deletedMessage(jobId, Math.max(version, known?.version ?? 0)))
   }
 
   close(): void {

@@ -10,6 +10,7 @@
 //   * disconnect frees the watch, the registry entry and every timer at once.
 import type { ServerResponse } from 'node:http'
 import { isTerminalStatus, type JobDocument } from '../protocol/job.js'
+import { deletedMessage } from '../protocol/stream-messages.js'
 import type { JobChange, JobState, PendingWatch, Watcher, WatchHandle } from '../events/hub.js'
 import { typedEvents } from '../events/typed-events.js'
 import { diffDocuments } from '../events/patch.js'
@@ -140,7 +141,7 @@ export class SseJobStream implements Watcher, RegisteredStream {
     this.write(
       frames
         ? frames.gone(this.delivered!)
-        : sseFrame('end', { job: this.handle!.state.id, reason: 'deleted' }),
+        : sseFrame('end', deletedMessage(this.handle!.state.id, this.delivered?.version ?? 0)),
     )
     this.end()
   }

@@ -2,8 +2,9 @@
 // caller that read then refuses: another tenant's admin, or another member of the tenant.
 // Every transport is attacked the same way: a writer changes the victim's job as fast as the
 // database takes it while unauthorised callers open watches on it, hundreds of times. Each
-// answer must be a 404 (or, on multiplexed transports, an error message naming the job) and
-// nothing of the job — its document, a patch, its type or step — may appear in any byte.
+// answer must be a 404 (or, on multiplexed transports, a message naming the job: SSE's
+// `unavailable`, WebSocket's `error`) and nothing of the job — its document, a patch, its
+// type or step — may appear in any byte.
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
@@ -134,14 +135,14 @@ describe('a change during the authorising read never reaches an unauthorised cal
           if (stream.status !== 200) return `status ${stream.status}`
           // The refusal is written before the first snapshot.
           await stream.next('snapshot')
-          const refused = stream.events.find((e) => e.event === 'error')
-          if (!refused) return 'no error event'
+          const refused = stream.events.find((e) => e.event === 'unavailable')
+          if (!refused) return 'no unavailable event'
           const leak = stream.events.find(
-            (e) => e.event !== 'error' && (leaksJob(e.data) || e.data.includes(victimJob)),
+            (e) => e.event !== 'unavailable' && (leaksJob(e.data) || e.data.includes(victimJob)),
           )
           if (leak) return `${leak.event} ${leak.data.slice(0, 120)}`
           if (!refused.data.includes(victimJob))
-            return `error event without the job: ${refused.data}`
+            return `unavailable event without the job: ${refused.data}`
           return undefined
         } finally {
           stream.close()

@@ -217,33 +217,92 @@ it('resumes every job from Last-Event-ID after a disconnect, and ends when all e
   expect(fresh.events.filter((e) => e.event === 'end')).toHaveLength(4)
 })
 
-it('lists foreign and malformed ids in an initial error event and streams the rest', async () => {
+it('lists jobs it cannot watch in an initial `unavailable` event, each with its status', async () => {
   const t = newTenant()
   const other = newTenant()
   const own = await createJob(service, t.alice)
   const foreign = await createJob(service, other.admin)
   const bobs = await createJob(service, t.bob)
-  const stream = await open([own.id, foreign.id, 'nope', bobs.id], t.alice)
+  const stream = await open([own.id, foreign.id, bobs.id], t.alice)
   expect(stream.status).toBe(200)
-  const error = await stream.next()
-  expect(error.event).toBe('error')
-  const body = error.json<{ jobs: Array<{ job: string; status: number }> }>()
+  const unavailable = await stream.next()
+  // Never `error`: EventSource hands an event named error to onerror.
+  expect(unavailable.event).toBe('unavailable')
+  const body = unavailable.json<{ type: string; jobs: Array<{ job: string; status: number }> }>()
+  expect(body.type).toBe('unavailable')
   expect(body.jobs).toEqual(
     expect.arrayContaining([
       expect.objectContaining({ job: foreign.id, status: 404 }),
       expect.objectContaining({ job: bobs.id, status: 404 }),
-      expect.objectContaining({ job: 'nope', status: 400 }),
     ]),
   )
-  expect(body.jobs).toHaveLength(3)
+  expect(body.jobs).toHaveLength(2)
   await nextFor(stream, own.id, 'snapshot')
   await sql.query(`UPDATE job_queue SET progress = 50 WHERE id = ANY($1)`, [[foreign.id, bobs.id]])
   await sql.query(`UPDATE job_queue SET progress = 1 WHERE id = $1`, [own.id])
   await nextFor(stream, own.id, 'patch')
   await sql.query(`UPDATE job_queue SET progress = 2 WHERE id = $1`, [own.id])
   await nextFor(stream, own.id, 'patch')
-  const about = stream.events.filter((e) => e.event !== 'error').map((e) => e.json<MuxData>().job)
+  const about = stream.events
+    .filter((e) => e.event !== 'unavailable')
+    .map((e) => e.json<MuxData>().job)
   expect(new Set(about)).toEqual(new Set([own.id]))
+})
+
+it('carries each job its own status: 403 for a job a watch token does not open', async () => {
+  const t = newTenant()
+  const shared = await createJob(service, t.alice)
+  const other = await createJob(service, t.alice)
+  const link = shared.watch_token as string
+  const stream = await open([shared.id, other.id], link)
+  expect(stream.status).toBe(200)
+  const unavailable = await stream.next()
+  expect(unavailable.event).toBe('unavailable')
+  expect(unavailable.json()).toMatchObject({
+    type: 'unavailable',
+    status: 403,
+    jobs: [{ job: other.id, status: 403 }],
+  })
+  await nextFor(stream, shared.id, 'snapshot')
+})
+
+it('answers 400 before any stream byte for a malformed id anywhere in jobs=', async () => {
+  const t = newTenant()
+  const own = await createJob(service, t.alice)
+  for (const jobs of [
+    [own.id, 'nope'],
+    ['nope', own.id],
+    [own.id, `${own.id}x`],
+  ]) {
+    const res = await fetch(`${service.url}/v1/events?jobs=${jobs.join(',')}`, {
+      headers: { authorization: `Bearer ${t.alice}` },
+    })
+    expect(res.status).toBe(400)
+    expect(res.headers.get('content-type')).toBe('application/problem+json')
+    const problem = (await res.json()) as { detail: string; invalid_params: unknown[] }
+    expect(problem.detail).toContain('not a job id')
+    expect(problem.invalid_params).toEqual([
+      { name: 'query.jobs', reason: expect.stringContaining('not a job id') as unknown },
+    ])
+  }
+})
+
+it('rejects unknown query parameters with 400 and ignores the cache-buster `_`', async () => {
+  const t = newTenant()
+  const own = await createJob(service, t.alice)
+  const res = await fetch(`${service.url}/v1/events?jobs=${own.id}&lastEventID=x`, {
+    headers: { authorization: `Bearer ${t.alice}` },
+  })
+  expect(res.status).toBe(400)
+  expect(((await res.json()) as { detail: string }).detail).toBe(
+    'query: unknown parameter(s): lastEventID',
+  )
+  const busted = await openSse(`${service.url}/v1/events?jobs=${own.id}&_=1733150000000`, {
+    headers: { authorization: `Bearer ${t.alice}` },
+  })
+  streams.push(busted)
+  expect(busted.status).toBe(200)
+  await nextFor(busted, own.id, 'snapshot')
 })
 
 it('answers 404 when no listed job is visible and 400 when none is even an id', async () => {

@@ -445,7 +445,12 @@ describe('SSE on one job', () => {
     const stream = await open(`/v1/jobs/${job.id}/events`, { headers: bearer(t.admin) })
     await stream.next('snapshot')
     await sql.query(`DELETE FROM job_queue WHERE id = $1`, [job.id])
-    expect((await stream.next('end')).json()).toMatchObject({ reason: 'deleted' })
+    expect((await stream.next('end')).json()).toEqual({
+      type: 'end',
+      job: job.id,
+      version: job.version,
+      status: 'deleted',
+    })
     await stream.closed
   })
 

@@ -145,7 +145,12 @@ describe('the replication stream', () => {
     const stream = await open(service, `/v1/jobs/${job.id}/events`, t.admin)
     await stream.next('snapshot')
     await sql.query(`DELETE FROM job_queue WHERE id = $1`, [job.id])
-    expect((await stream.next('end')).json()).toEqual({ job: job.id, reason: 'deleted' })
+    expect((await stream.next('end')).json()).toEqual({
+      type: 'end',
+      job: job.id,
+      version: job.version,
+      status: 'deleted',
+    })
     await stream.closed
   })
 

@@ -151,6 +151,26 @@ describe('loadConfig refuses invalid values, naming the variable', () => {
     expect(error.message).not.toContain('\n')
   })
 
+  it('refuses CORS_ORIGINS entries that are not origins as a browser sends them', () => {
+    for (const [value, says] of [
+      ['https://app.example/', 'write https://app.example'],
+      ['https://app.example/path', 'write https://app.example'],
+      ['https://App.example', 'write https://app.example'],
+      ['https://app.example:443', 'write https://app.example'],
+      ['app.example', 'is not an origin'],
+      ['ftp://app.example', 'is not an origin'],
+      ['https://a.example,*', 'list it alone'],
+    ]) {
+      const error = refusal({ CORS_ORIGINS: value })
+      expect(error.message).toMatch(/^Invalid environment variable CORS_ORIGINS: /)
+      expect(error.message).toContain(says)
+    }
+    expect(loadConfig({ CORS_ORIGINS: '*' }).corsOrigins).toEqual(['*'])
+    expect(loadConfig({ CORS_ORIGINS: 'http://localhost:5173' }).corsOrigins).toEqual([
+      'http://localhost:5173',
+    ])
+  })
+
   it('shows the offending value for plain settings', () => {
     expect(refusal({ PORT: 'abc' }).message).toContain('"abc"')
   })

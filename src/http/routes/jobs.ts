@@ -3,6 +3,7 @@
 // modules; this one is plain request/response.
 import { createHash } from 'node:crypto'
 import { Router, type Response } from 'express'
+import { z } from 'zod'
 import {
   cancelQueuedJob,
   findJobByIdempotencyKey,
@@ -20,7 +21,7 @@ import {
   UnsupportedMediaTypeError,
 } from '../../errors.js'
 import { toJobDocument } from '../../events/document.js'
-import { API_PREFIX, HEADER } from '../../protocol/http.js'
+import { API_PREFIX, HEADER, QUERY } from '../../protocol/http.js'
 import { isTerminalStatus, type JobDocument } from '../../protocol/job.js'
 import { assertCanRead, assertUserToken, type Authenticator } from '../auth.js'
 import { decodeCursor, encodeCursor } from '../cursor.js'
@@ -28,7 +29,10 @@ import {
   createJobBodySchema,
   idempotencyKeySchema,
   jobParamsSchema,
+  noQuerySchema,
   listJobsQuerySchema,
+  queryToken,
+  strictQuery,
 } from '../schemas.js'
 import { parseRequest } from '../validation.js'
 import { principalOf } from '../authenticate.js'
@@ -71,6 +75,12 @@ export async function readJobOr404(
   return toJobDocument(row)
 }
 
+/** The document's query: `?stream=false` (true would have made it a stream), the token, `_`. */
+const documentQuerySchema = strictQuery({
+  [QUERY.stream]: z.enum(['false', '0'], { error: 'expected true or false' }).optional(),
+  [QUERY.token]: queryToken,
+})
+
 /**
  * `GET /v1/jobs/:id`, served by the edge: the document with its ETag, or 304 when
  * If-None-Match names its version. The same headers express's res.json() wrote. `render`
@@ -81,8 +91,9 @@ export function documentHandler(
   db: Db,
   render: (doc: JobDocument) => unknown = (doc) => doc,
 ): EdgeHandler {
-  return async ({ req, principal, id: rawId, writeHead }) => {
+  return async ({ req, principal, id: rawId, query, writeHead }) => {
     const { id } = parseRequest(jobParamsSchema, { id: rawId }, 'path')
+    parseRequest(documentQuerySchema, query, 'query')
     const doc = await readJobOr404(db, principal, id)
     const etag = etagOf(doc.version)
     if (matchesEtag(req.headers['if-none-match'], doc.version)) {
@@ -115,6 +126,7 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
         'Send the job as JSON with "Content-Type: application/json".',
       )
     }
+    parseRequest(noQuerySchema, req.query, 'query')
     const body = parseRequest(createJobBodySchema, req.body, 'body')
     const keyHeader = req.headers[HEADER.idempotencyKey]
     const idempotencyKey =
@@ -150,7 +162,7 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
     })
     const doc = toJobDocument(row)
     res.location(`${API_PREFIX}/jobs/${doc.id}`)
-    if (replayed) res.set('idempotent-replayed', 'true')
+    if (replayed) res.set(HEADER.idempotentReplayed, 'true')
     res
       .status(replayed ? 200 : 201)
       .set('etag', etagOf(doc.version))
@@ -186,6 +198,7 @@ export function jobRoutes({ db, auth }: JobRoutesDeps): Router {
     const principal = principalOf(req)
     assertUserToken(principal, 'cancel jobs')
     const { id } = parseRequest(jobParamsSchema, req.params, 'path')
+    parseRequest(noQuerySchema, req.query, 'query')
     const { row, status } = await withTenant(db, principal, async (trx) => {
       const current = await lockVisibleJob(trx, id)
       if (!current) throw new JobNotFoundError(id)

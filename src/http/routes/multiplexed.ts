@@ -2,8 +2,10 @@
 // tenant feed — every job the caller may see, as it is created and as it changes (admins
 // the whole tenant, members their own jobs), decided from the notification's tenant and
 // owner without a query per event.
-//   * jobs: ids that are malformed, missing or not visible are listed in one initial
-//     `error` event and the rest stream; when none is visible the answer is 404. Jobs that
+//   * jobs: a malformed id is a 400 before the stream opens; ids that are missing or not
+//     visible are listed in one initial `unavailable` event (never `error`, which
+//     EventSource hands to onerror), each with its own status, and the rest stream; when
+//     none is visible the answer is that job's problem (404). Jobs that
 //     end are dropped; the stream ends when all have ended. The resume id keeps ended jobs'
 //     final versions: a reconnect after everything ended gets 204, and EventSource stops.
 //   * feed: resume replays jobs changed since the last event (minus a 5 s margin for
@@ -18,6 +20,7 @@ import { ValidationError } from '../../errors.js'
 import { isTerminalStatus } from '../../protocol/job.js'
 import { toJobDocument } from '../../events/document.js'
 import { HEADER, QUERY } from '../../protocol/http.js'
+import { SSE_EVENT, type UnavailableMessage } from '../../protocol/stream-messages.js'
 import { SSE_HEADERS, sseFrame } from '../../transports/sse-frame.js'
 import { SseMuxStream } from '../../transports/sse-mux.js'
 import { parseFeedResumeId, parseJobsResumeId } from '../../protocol/resume-id.js'
@@ -26,7 +29,10 @@ import type { EdgeHandler, EdgeRequest } from '../edge.js'
 import { subscribeJobs, subscriptionCost, type StreamDeps } from '../subscribe.js'
 import type { RateLimits } from '../rate-limit.js'
 import { NO_SLOTS, type SlotLease } from '../stream-slots.js'
+import { queryToken, strictQuery } from '../schemas.js'
 import { parseRequest } from '../validation.js'
+
+const UUID = z.guid()
 
 const FEED_RESUME_MARGIN_MS = 5000
 
@@ -49,7 +55,7 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
   const { config } = deps
   // Shared by every stream: no closure per connection.
   const onWrite = deps.onStreamBytes && ((bytes: number) => deps.onStreamBytes!('sse', bytes))
-  const querySchema = z.object({
+  const querySchema = strictQuery({
     [QUERY.jobs]: z
       .string({ error: 'expected one comma-separated list of job ids' })
       .transform((v) => [
@@ -63,6 +69,11 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
       .pipe(
         z
           .array(z.string())
+          .superRefine((ids, ctx) => {
+            for (const id of ids)
+              if (!UUID.safeParse(id).success)
+                ctx.addIssue({ code: 'custom', message: `${id}: not a job id (expected a UUID)` })
+          })
           .min(1, { error: 'list at least one job id' })
           .max(config.WS_MAX_SUBSCRIPTIONS, {
             error: `at most ${config.WS_MAX_SUBSCRIPTIONS} jobs per stream`,
@@ -70,7 +81,7 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
       )
       .optional(),
     [QUERY.lastEventId]: z.string({ error: 'expected a single value' }).optional(),
-    [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
+    [QUERY.token]: queryToken,
   })
 
   const handle: EdgeHandler = async ({
@@ -202,14 +213,13 @@ export function eventsHandler(deps: MultiplexedRouteDeps): EdgeHandler {
     }))
     stream.open(deps.registry)
     if (failures.length > 0) {
-      res.write(
-        sseFrame('error', {
-          type: 'error',
-          status: 404,
-          detail: 'Some jobs cannot be watched.',
-          jobs: failures,
-        }),
-      )
+      const unavailable: UnavailableMessage = {
+        type: SSE_EVENT.unavailable,
+        status: Math.max(...failures.map((f) => f.status)),
+        detail: 'Some jobs cannot be watched.',
+        jobs: failures,
+      }
+      res.write(sseFrame(SSE_EVENT.unavailable, unavailable))
     }
     for (const { sub, watch } of ok) {
       const resumeFrom = positions.get(watch.state.id)

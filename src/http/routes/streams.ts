@@ -15,7 +15,7 @@ import type { SseFrames } from '../../transports/compat-formats.js'
 import { NO_SLOTS } from '../stream-slots.js'
 import type { EdgeHandler } from '../edge.js'
 import { writeProblem } from '../problem.js'
-import { jobParamsSchema } from '../schemas.js'
+import { jobParamsSchema, queryToken, strictQuery } from '../schemas.js'
 import { parseVersion, subscribeJob, type StreamDeps } from '../subscribe.js'
 import { parseRequest } from '../validation.js'
 import { etagOf } from './jobs.js'
@@ -34,12 +34,12 @@ export interface StreamRouteDeps extends StreamDeps {
   onEventDelivered?(transport: 'sse' | 'longpoll'): void
 }
 
-export const sseQuerySchema = z.object({
+export const sseQuerySchema = strictQuery({
   [QUERY.format]: z
     .enum(SSE_FORMATS, { error: `expected one of ${SSE_FORMATS.join(', ')}` })
     .optional(),
   [QUERY.lastEventId]: z.string({ error: 'expected a single value' }).optional(),
-  [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
+  [QUERY.token]: queryToken,
   [QUERY.stream]: z
     .enum(['true', 'false', '1', '0'], { error: 'expected true or false' })
     .optional(),
@@ -207,32 +207,24 @@ export function waitHandler(
 
 /** The long-poll query; its bounds come from the configuration. */
 export function waitQuerySchemaFor(config: Pick<Config, 'LONGPOLL_MAX_SECONDS'>) {
-  return z.strictObject(
-    {
-      timeout: z
-        .string({ error: 'expected a single number of seconds' })
-        .regex(/^\d{1,6}(\.\d{1,3})?$/, {
-          error: `expected seconds from 0 to ${config.LONGPOLL_MAX_SECONDS}`,
-        })
-        .transform(Number)
-        .pipe(
-          z.number().max(config.LONGPOLL_MAX_SECONDS, {
-            error: `must be at most ${config.LONGPOLL_MAX_SECONDS} seconds`,
-          }),
-        )
-        .optional(),
-      since: z
-        .string({ error: 'expected a single version' })
-        .regex(/^\d{1,15}$/, { error: 'expected a version number (0 or more)' })
-        .transform(Number)
-        .optional(),
-      [QUERY.token]: z.string({ error: 'expected a single token' }).optional(),
-    },
-    {
-      error: (issue) =>
-        issue.code === 'unrecognized_keys'
-          ? `unknown parameter(s): ${issue.keys.join(', ')}`
-          : undefined,
-    },
-  )
+  return strictQuery({
+    timeout: z
+      .string({ error: 'expected a single number of seconds' })
+      .regex(/^\d{1,6}(\.\d{1,3})?$/, {
+        error: `expected seconds from 0 to ${config.LONGPOLL_MAX_SECONDS}`,
+      })
+      .transform(Number)
+      .pipe(
+        z.number().max(config.LONGPOLL_MAX_SECONDS, {
+          error: `must be at most ${config.LONGPOLL_MAX_SECONDS} seconds`,
+        }),
+      )
+      .optional(),
+    since: z
+      .string({ error: 'expected a single version' })
+      .regex(/^\d{1,15}$/, { error: 'expected a version number (0 or more)' })
+      .transform(Number)
+      .optional(),
+    [QUERY.token]: queryToken,
+  })
 }
