@@ -2,6 +2,7 @@
 // express's alike: preflights answered without a token, Access-Control-Allow-Origin echoing a
 // listed origin on every answer (streams and problems included), nothing for other origins,
 // and WebSocket upgrades checked against the same list.
+import { randomUUID } from 'node:crypto'
 import { request as httpRequest } from 'node:http'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
@@ -32,6 +33,7 @@ beforeAll(async () => {
   service = await startTestService(database.url, {
     CORS_ORIGINS: `${APP}, http://localhost:5173`,
     RATE_LIMIT_PER_WATCH_JOB: '2',
+    COMPAT_ROUTES: 'all',
   })
 })
 afterAll(async () => {
@@ -201,6 +203,36 @@ describe('responses to a listed origin', () => {
     }
     expect(limited?.headers.get('retry-after')).toMatch(/^\d+$/)
     expectAllowed(limited!)
+  })
+})
+
+describe('compatibility routes (docs/compat.md)', () => {
+  it('answer a listed origin as v1 does: polls, streams and problems', async () => {
+    const t = newTenant()
+    const job = await createJob(service, t.admin)
+    const auth = { authorization: `Bearer ${t.admin}`, origin: APP }
+    for (const path of [
+      `/jobs/${job.id}`,
+      `/api/jobs/${job.id}`,
+      `/api/queue/poll/${job.id}`,
+      `/api/v1/jobs/${job.id}/status`,
+    ]) {
+      const res = await get(path, auth)
+      expect({ path, status: res.status }).toEqual({ path, status: 200 })
+      expectAllowed(res)
+    }
+    const stream = await openSse(`${service.url}/api/v1/jobs/${job.id}/stream?token=${t.admin}`, {
+      headers: { origin: APP },
+    })
+    try {
+      expect(stream.status).toBe(200)
+      expect(stream.headers.get('access-control-allow-origin')).toBe(APP)
+    } finally {
+      stream.close()
+    }
+    const missing = await get(`/api/jobs/${randomUUID()}`, auth)
+    expect(missing.status).toBe(404)
+    expectAllowed(missing)
   })
 })
 
