@@ -1,6 +1,6 @@
 // Scenario 12: jobwire against BullMQ QueueEvents → SSE (bench/peers/bullmq-sse.ts), the same
-// workload on each: 200 SSE clients on 20 jobs (10 each), 100 progress updates/s for 10 s
-// (1,000 updates, 10,000 delivered events). jobwire's writer sends autocommit UPDATEs; the
+// workload on each: 200 SSE clients on 20 jobs (10 each), 100 progress updates/s for 6 s
+// (600 updates, 6,000 delivered events). jobwire's writer sends autocommit UPDATEs; the
 // BullMQ writer calls job.updateProgress(). Latency: send → client parsed the event. CPU:
 // user + system time of the server process only (/proc/<pid>/stat) per 1,000 delivered
 // events; PostgreSQL's and Redis's own CPU are not included on either side.
@@ -17,7 +17,7 @@ import type { WriteRecord } from '../clients/writer.js'
 
 const JOBS = 20
 const RATE_PER_SEC = 100
-const DURATION_MS = 10_000
+const DURATION_MS = 6000
 
 export async function bullmqScenario(ctx: Context): Promise<void> {
   const perJob = Math.max(1, Math.round(ctx.n(200, JOBS) / JOBS))

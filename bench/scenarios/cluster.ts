@@ -18,7 +18,7 @@ import { CLIENT_PROCESSES, fanoutRounds } from './fanout.js'
 
 const WORKERS = 2
 const CONNECTIONS = 50
-const ROUND_SECONDS = 5
+const ROUND_SECONDS = 3
 const ROUNDS = 2
 
 export async function clusterScenario(ctx: Context): Promise<void> {

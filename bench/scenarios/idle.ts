@@ -1,5 +1,5 @@
 // Scenario 4: 10,000 idle watchers (5,000 SSE + 5,000 parked long-polls, 100 jobs) for a
-// window of 20 s (60 s with --full). Database cost = pg_stat_database.xact_commit delta of
+// window of 12 s (60 s with --full). Database cost = pg_stat_database.xact_commit delta of
 // the bench database during the window, minus the same window measured with the server up
 // and nobody watching (the baseline: the listener's keep-alive ping and the like). Beside it,
 // the exact number of queries the server's pool sent in the window minus the baseline's
@@ -27,7 +27,7 @@ export async function idleScenario(ctx: Context): Promise<void> {
   const total = ctx.n(10_000, 20)
   const sseCount = Math.floor(total / 2)
   const pollCount = total - sseCount
-  const windowMs = ctx.options.full ? 60_000 : 20_000
+  const windowMs = ctx.options.full ? 60_000 : 12_000
   await ctx.scoped(async (scope) => {
     const jobs = await seedJobs(ctx.db, ctx.tenantId, JOBS)
     const versions = await currentVersions(ctx.db, jobs)

@@ -1,6 +1,6 @@
 // Scenario 10: jobwire against the naive polling stream (bench/peers/polling-sse.ts), 1,000 SSE
 // clients on 100 jobs while a writer changes the jobs at 10 updates/s (each job every 10 s, a
-// typical progress-report pace) for 12 s (six polling periods). Each system runs alone with
+// typical progress-report pace) for 8 s (four polling periods). Each system runs alone with
 // the same clients and writer. Cost: queries sent by the server (counted in its process);
 // latency: writer's send time → client parsed the patch, median over all patches.
 import { sleep } from '../lib/child.js'
@@ -14,7 +14,7 @@ import type { ServerStats } from '../server/jobwire-server.js'
 
 const JOBS = 100
 const RATE_PER_SEC = 10
-const WINDOW_MS = 12_000
+const WINDOW_MS = 8000
 /** After the writer stops: one polling period, so the last changes reach polling clients. */
 const TAIL_MS = 2500
 
