@@ -8,7 +8,7 @@
 //   * arm/collect: the time each connection first reached a version (fan-out).
 import { Agent, request, type ClientRequest, type IncomingMessage } from 'node:http'
 import fastJsonPatch, { type Operation } from 'fast-json-patch'
-import { nowMs, serve, sleep } from '../lib/child.js'
+import { nowMs, openConcurrently, serve, sleep } from '../lib/child.js'
 
 const { applyPatch, compare } = fastJsonPatch
 
@@ -195,29 +195,10 @@ function openOne(args: OpenArgs, target: { job: string; path: string }): Promise
   })
 }
 
-async function open(args: OpenArgs) {
-  let next = 0
-  let opened = 0
-  const failures: string[] = []
-  const started = nowMs()
-  const worker = async () => {
-    while (next < args.targets.length) {
-      const target = args.targets[next++]!
-      try {
-        conns.push(await openOne(args, target))
-        opened++
-      } catch (error) {
-        failures.push((error as Error).message)
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.max(1, args.concurrency) }, worker))
-  return {
-    opened,
-    failed: failures.length,
-    failureSamples: [...new Set(failures)].slice(0, 5),
-    ms: nowMs() - started,
-  }
+function open(args: OpenArgs) {
+  return openConcurrently(args.targets.length, args.concurrency, async (i) => {
+    conns.push(await openOne(args, args.targets[i]!))
+  })
 }
 
 serve({

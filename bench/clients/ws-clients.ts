@@ -2,7 +2,7 @@
 // sends one message (jobwire's `subscribe`), and counts as open once its first message (the
 // snapshot) arrived; then it stays idle until closeAll.
 import WebSocket from 'ws'
-import { nowMs, serve } from '../lib/child.js'
+import { openConcurrently, serve } from '../lib/child.js'
 
 export interface WsOpenArgs {
   url: string
@@ -46,30 +46,7 @@ function openOne(args: WsOpenArgs): Promise<void> {
 }
 
 serve({
-  open: async (args: WsOpenArgs) => {
-    let started = 0
-    let opened = 0
-    const failures: string[] = []
-    const t0 = nowMs()
-    const worker = async () => {
-      while (started < args.count) {
-        started++
-        try {
-          await openOne(args)
-          opened++
-        } catch (error) {
-          failures.push((error as Error).message)
-        }
-      }
-    }
-    await Promise.all(Array.from({ length: Math.max(1, args.concurrency) }, worker))
-    return {
-      opened,
-      failed: failures.length,
-      failureSamples: [...new Set(failures)].slice(0, 5),
-      ms: nowMs() - t0,
-    }
-  },
+  open: (args: WsOpenArgs) => openConcurrently(args.count, args.concurrency, () => openOne(args)),
   closeAll: () => {
     for (const ws of sockets.splice(0)) ws.terminate()
     return true

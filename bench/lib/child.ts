@@ -227,3 +227,36 @@ export function nowMs(): number {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
 }
+
+/**
+ * Opens `count` connections, `concurrency` at a time, with `openOne(i)`; a failure is counted
+ * and sampled, never thrown. The load generators' connect phase.
+ */
+export async function openConcurrently(
+  count: number,
+  concurrency: number,
+  openOne: (i: number) => Promise<void>,
+): Promise<{ opened: number; failed: number; failureSamples: string[]; ms: number }> {
+  let next = 0
+  let opened = 0
+  const failures: string[] = []
+  const started = nowMs()
+  const worker = async () => {
+    while (next < count) {
+      const i = next++
+      try {
+        await openOne(i)
+        opened++
+      } catch (error) {
+        failures.push((error as Error).message)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker))
+  return {
+    opened,
+    failed: failures.length,
+    failureSamples: [...new Set(failures)].slice(0, 5),
+    ms: nowMs() - started,
+  }
+}

@@ -4,31 +4,12 @@
 import { Redis } from 'ioredis'
 import pg from 'pg'
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
-import { requiresTool } from '../helpers/requires.js'
+import { REDIS_URL, requiresRedis } from '../helpers/redis.js'
 import { createJob, newTenant, startTestService, type TestService } from '../helpers/service.js'
 import { openSse, type SseClient } from '../helpers/sse.js'
 import { openWs, until, type WsClient } from '../helpers/ws.js'
 
-const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
-
-async function redisAnswers(url: string): Promise<boolean> {
-  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0 })
-  client.on('error', () => undefined)
-  try {
-    await client.connect()
-    return (await client.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    client.disconnect()
-  }
-}
-
-const { it: itWithRedis } = requiresTool(
-  'Redis',
-  (await redisAnswers(REDIS_URL)) ? undefined : `no Redis answers at ${REDIS_URL}`,
-  import.meta.url,
-)
+const { it: itWithRedis } = await requiresRedis(import.meta.url)
 
 let database: TestDatabase
 let service: TestService
